@@ -1,0 +1,307 @@
+"""The Vision Transformer of Dosovitskiy et al. (2020), one module per equation.
+
+Eq. 1  z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos         -> PatchEmbedding + VisionTransformer.embed
+Eq. 2  z'_l = MSA(LN(z_{l-1})) + z_{l-1}                       -> EncoderBlock (Attention)
+Eq. 3  z_l = MLP(LN(z'_l)) + z'_l                               -> EncoderBlock (MLP)
+Eq. 4  y = LN(z_L^0)                                             -> VisionTransformer.forward_features
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Pooling = Literal["token", "avg"]
+
+
+def _lecun_normal_(weight: Tensor) -> None:
+    """Truncated-normal LeCun init, as flax's default ``lecun_normal`` (used by the reference code)."""
+    fan_in = weight[0].numel()
+    # 0.8796... is the std of a unit normal truncated to [-2, 2]; dividing keeps the variance at 1/fan_in.
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+class PatchEmbedding(nn.Module):
+    """Split the image into P x P patches and project each to D dims (the E of eq. 1).
+
+    A convolution with kernel = stride = P is exactly a linear map applied to each flattened patch.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, dim: int) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by patch_size={patch_size}: pick an image size "
+                f"that is a multiple of {patch_size} (e.g. {image_size // patch_size * patch_size or patch_size})."
+            )
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.grid_size = image_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.projection = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.projection(x)  # [B, D, H/P, W/P]
+        return x.flatten(2).transpose(1, 2)  # [B, N, D]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (MSA). The fused SDPA kernel is the default path;
+    ``attention_probabilities`` keeps the explicit softmax(q k^T / sqrt(d)) for inspection."""
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}: choose heads that divide {dim}.")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.attn_dropout = attn_dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_dropout = nn.Dropout(dropout)
+
+    def _split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        batch, tokens, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.head_dim)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, heads, N+1, head_dim]
+
+    def _merge_heads(self, x: Tensor) -> Tensor:
+        x = x.transpose(1, 2).flatten(2)  # [B, N+1, D]
+        return self.proj_dropout(self.proj(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self._split_heads(x)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        return self._merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p))
+
+    def attention_probabilities(self, x: Tensor) -> Tensor:
+        """softmax(q k^T / sqrt(d_head)): ``[B, heads, N+1, N+1]``, rows sum to 1 (no dropout)."""
+        q, k, _ = self._split_heads(x)
+        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+
+
+class MLP(nn.Module):
+    """Two layers with a GELU non-linearity (paper section 3.1)."""
+
+    def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, mlp_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(mlp_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm Transformer encoder block: eqs. 2 and 3."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attention = Attention(dim, heads, attn_dropout=attn_dropout, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLP(dim, mlp_dim, dropout=dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, z: Tensor) -> Tensor:
+        z = z + self.drop_path(self.attention(self.norm1(z)))  # eq. 2
+        return z + self.drop_path(self.mlp(self.norm2(z)))  # eq. 3
+
+
+class VisionTransformer(nn.Module):
+    """ViT backbone + classifier head.
+
+    The seam between ``forward_features`` (pooled ``[B, D]``) and ``forward_head`` (logits) is where
+    backbone freezing, feature extraction and fine-tuning hang.
+
+    Initialisation follows the reference JAX code (google-research/vision_transformer): patch
+    projection LeCun-normal, class token zeros, position embedding N(0, 0.02), attention and MLP
+    weights Xavier-uniform (q, k, v each on its own D x D fan), MLP biases N(0, 1e-6), other biases
+    zero, pre-logits LeCun-normal, classifier head zeros, LayerNorm 1 / 0.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 224,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        depth: int = 12,
+        dim: int = 768,
+        mlp_dim: int = 3072,
+        heads: int = 12,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        pooling: Pooling = "token",
+        representation_size: int | None = None,
+        stem: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("token", "avg"):
+            raise ValueError(f"pooling={pooling!r} is not supported: use 'token' or 'avg'.")
+        for name, p in (("dropout", dropout), ("attn_dropout", attn_dropout), ("drop_path", drop_path)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}={p} must lie in [0, 1).")
+        if num_classes < 0:
+            raise ValueError(f"num_classes={num_classes} must be >= 0 (0 gives features, no head).")
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.dim = dim
+        self.pooling = pooling
+        # A hybrid stem (section 3.1) turns the image into a feature map that is then "patchified".
+        self.stem = stem
+        stem_stride = getattr(stem, "stride", 1)
+        if image_size % stem_stride:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by the hybrid stem's stride {stem_stride}."
+            )
+        embed_channels = getattr(stem, "out_channels", in_channels)
+        self.patch_embedding = PatchEmbedding(image_size // stem_stride, patch_size, embed_channels, dim)
+        self.patch_size = patch_size * stem_stride  # effective patch size in image pixels
+        if image_size % self.patch_size:
+            raise ValueError(
+                f"image_size={image_size} is not divisible by the effective patch size {self.patch_size}."
+            )
+        num_tokens = self.patch_embedding.num_patches + 1
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position_embedding = nn.Parameter(torch.empty(1, num_tokens, dim))
+        self.embedding_dropout = nn.Dropout(dropout)
+        drop_rates = [x.item() for x in torch.linspace(0, drop_path, depth)]
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, heads, mlp_dim, dropout, attn_dropout, rate) for rate in drop_rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pre_logits = (
+            nn.Sequential(nn.Linear(dim, representation_size), nn.Tanh())
+            if representation_size
+            else nn.Identity()
+        )
+        head_in = representation_size or dim
+        self.head = nn.Linear(head_in, num_classes) if num_classes else nn.Identity()
+        self.reset_parameters()
+
+    @property
+    def grid_size(self) -> int:
+        return self.patch_embedding.grid_size
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        _lecun_normal_(self.patch_embedding.projection.weight)
+        nn.init.zeros_(self.patch_embedding.projection.bias)
+        nn.init.zeros_(self.class_token)
+        nn.init.normal_(self.position_embedding, std=0.02)
+        for block in self.blocks:
+            qkv = block.attention.qkv
+            bound = math.sqrt(6.0 / (qkv.in_features + qkv.out_features // 3))
+            nn.init.uniform_(qkv.weight, -bound, bound)
+            nn.init.zeros_(qkv.bias)
+            nn.init.xavier_uniform_(block.attention.proj.weight)
+            nn.init.zeros_(block.attention.proj.bias)
+            for linear in (block.mlp.fc1, block.mlp.fc2):
+                nn.init.xavier_uniform_(linear.weight)
+                nn.init.normal_(linear.bias, std=1e-6)
+        if isinstance(self.pre_logits, nn.Sequential):
+            _lecun_normal_(self.pre_logits[0].weight)
+            nn.init.zeros_(self.pre_logits[0].bias)
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.image_size,) * 2:
+            raise ValueError(
+                f"expected images of shape [B, {self.in_channels}, {self.image_size}, {self.image_size}], "
+                f"got {list(x.shape)}: resize the input to {self.image_size} px (data transforms), or build "
+                f"the model with image_size={x.shape[-1] if x.ndim == 4 else '...'} (position embeddings "
+                f"are resized when loading weights)."
+            )
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Eq. 1: patch embeddings with the class token prepended, plus position embeddings."""
+        self._check_input(x)
+        if self.stem is not None:
+            x = self.stem(x)
+        patches = self.patch_embedding(x)  # [B, N, D]
+        class_token = self.class_token.expand(patches.shape[0], -1, -1)  # [B, 1, D]
+        z = torch.cat([class_token, patches], dim=1) + self.position_embedding  # [B, N+1, D]
+        return self.embedding_dropout(z)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """All tokens after the encoder and its final LayerNorm: ``[B, N+1, D]``."""
+        z = self.embed(x)
+        for block in self.blocks:
+            z = block(z)
+        return self.norm(z)
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """Eq. 4 takes the class token's output; ``avg`` averages the patch tokens instead."""
+        return tokens[:, 0] if self.pooling == "token" else tokens[:, 1:].mean(dim=1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The backbone: images ``[B, C, H, W]`` -> image representation ``y`` ``[B, D]``."""
+        return self.pool(self.encode(x))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """The classifier: ``[B, D]`` -> logits ``[B, num_classes]``."""
+        return self.head(self.pre_logits(features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.no_grad()
+    def attention_maps(self, x: Tensor) -> list[Tensor]:
+        """Per-layer attention probabilities, each ``[B, heads, N+1, N+1]``, for visualisation."""
+        z = self.embed(x)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attention.attention_probabilities(block.norm1(z)))
+            z = block(z)
+        return maps
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Drop the pre-training head (and its tanh layer) for a zero-initialised D x K layer, as the
+        paper does for fine-tuning (section 3.2)."""
+        self.num_classes = num_classes
+        self.pre_logits = nn.Identity()
+        self.head = nn.Linear(self.dim, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.head.to(self.class_token.device)
