@@ -203,7 +203,7 @@ class VisionTransformer(nn.Module):
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.position_embedding = nn.Parameter(torch.empty(1, num_tokens, dim))
         self.embedding_dropout = nn.Dropout(dropout)
-        drop_rates = [x.item() for x in torch.linspace(0, drop_path, depth)]
+        drop_rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, heads, mlp_dim, dropout, attn_dropout, rate) for rate in drop_rates
         )

@@ -1,0 +1,66 @@
+"""The Table 1 registry: shapes, parameter counts and the hybrid."""
+
+import pytest
+import torch
+
+from vitlab.models import MODEL_SIZES, available_models, create_model
+
+
+def count_parameters(name: str, **overrides) -> int:
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = create_model(name, **overrides)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "paper_millions"), [("vit_b16", 86), ("vit_l16", 307), ("vit_h14", 632)]
+)
+def test_parameter_counts_match_table_1_within_one_percent(name, paper_millions):
+    assert count_parameters(name, num_classes=1000) == pytest.approx(paper_millions * 1e6, rel=0.01)
+
+
+def test_vit_b16_has_torchvisions_published_parameter_count():
+    assert count_parameters("vit_b16") == 86_567_656
+
+
+@pytest.mark.parametrize(
+    ("size", "row"),
+    [("b", (12, 768, 3072, 12)), ("l", (24, 1024, 4096, 16)), ("h", (32, 1280, 5120, 16))],
+)
+def test_model_sizes_are_table_1_rows(size, row):
+    s = MODEL_SIZES[size]
+    assert (s.depth, s.dim, s.mlp_dim, s.heads) == row
+
+
+def test_every_size_combines_with_any_patch_size():
+    model = create_model("vit_s16", patch_size=32, num_classes=3, image_size=64)
+    assert model.patch_embedding.num_patches == 4
+    assert model.dim == 384
+    assert create_model("vit_ti8", image_size=32, num_classes=2).patch_size == 8
+
+
+def test_overrides_reach_the_model():
+    model = create_model("vit_ti16", num_classes=7, image_size=96, dropout=0.1, drop_path=0.2)
+    assert model.head.out_features == 7
+    assert model.position_embedding.shape == (1, 37, 192)
+    assert model.blocks[-1].drop_path.p == pytest.approx(0.2)
+    assert model.blocks[0].mlp.dropout.p == pytest.approx(0.1)
+
+
+def test_hybrid_feeds_the_resnet_feature_map_as_1x1_patches():
+    model = create_model("r50_vit_b16", num_classes=3, image_size=64, depth=1).eval()
+    assert model.patch_embedding.patch_size == 1
+    assert model.patch_embedding.in_channels == 1024
+    assert model.patch_size == 16
+    with torch.no_grad():
+        assert model.embed(torch.randn(1, 3, 64, 64)).shape == (1, 17, 768)  # (64/16)^2 + 1 tokens
+
+
+def test_unknown_variant_and_option_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown model 'vit_x16'.*vit_b16"):
+        create_model("vit_x16")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['patchsize'\]"):
+        create_model("vit_b16", patchsize=8)
+    assert {"vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14", "r50_vit_b16"} <= set(
+        available_models()
+    )
