@@ -12,9 +12,7 @@ def count_parameters(name: str, **overrides) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize(
-    ("name", "paper_millions"), [("vit_b16", 86), ("vit_l16", 307), ("vit_h14", 632)]
-)
+@pytest.mark.parametrize(("name", "paper_millions"), [("vit_b16", 86), ("vit_l16", 307), ("vit_h14", 632)])
 def test_parameter_counts_match_table_1_within_one_percent(name, paper_millions):
     assert count_parameters(name, num_classes=1000) == pytest.approx(paper_millions * 1e6, rel=0.01)
 
@@ -57,10 +55,17 @@ def test_hybrid_feeds_the_resnet_feature_map_as_1x1_patches():
 
 
 def test_unknown_variant_and_option_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown model 'vit_x16'.*vit_b16"):
+    with pytest.raises(ValueError, match=r"unknown model 'vit_x16'.*vit_b16"):
         create_model("vit_x16")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['patchsize'\]"):
         create_model("vit_b16", patchsize=8)
-    assert {"vit_ti16", "vit_s16", "vit_b16", "vit_b32", "vit_l16", "vit_l32", "vit_h14", "r50_vit_b16"} <= set(
-        available_models()
-    )
+    assert {
+        "vit_ti16",
+        "vit_s16",
+        "vit_b16",
+        "vit_b32",
+        "vit_l16",
+        "vit_l32",
+        "vit_h14",
+        "r50_vit_b16",
+    } <= set(available_models())

@@ -59,7 +59,7 @@ def test_fused_attention_equals_the_explicit_softmax_path():
     attention = Attention(dim=64, heads=4).eval()
     x = torch.randn(2, 17, 64)
     probabilities = attention.attention_probabilities(x)
-    q, k, v = attention._split_heads(x)
+    *_, v = attention._split_heads(x)
     explicit = attention._merge_heads(probabilities @ v)
     torch.testing.assert_close(attention(x), explicit, atol=1e-5, rtol=1e-5)
 
@@ -125,7 +125,10 @@ def test_bad_construction_arguments_raise_a_clear_error(options, message):
 
 @pytest.mark.parametrize(
     ("shape", "message"),
-    [((1, 1, 32, 32), r"got \[1, 1, 32, 32\]"), ((1, 3, 64, 64), r"expected images of shape \[B, 3, 32, 32\]")],
+    [
+        ((1, 1, 32, 32), r"got \[1, 1, 32, 32\]"),
+        ((1, 3, 64, 64), r"expected images of shape \[B, 3, 32, 32\]"),
+    ],
 )
 def test_inputs_of_the_wrong_channels_or_size_raise_a_clear_error(shape, message):
     with pytest.raises(ValueError, match=message):

@@ -1,0 +1,399 @@
+"""Pretrained weights: read torchvision, timm, JAX ``.npz`` and vitlab checkpoints into our model.
+
+Every format is first converted to vitlab's key names by a pure function on state dicts (one place
+per format, with its inverse where the format is a PyTorch one), then fitted to the model: the
+position-embedding grid is resized for a new image size and the classifier is replaced when the
+class count differs. Anything else that does not fit is an error naming the keys, never a silent
+partial load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vitlab.models.variants import HYBRIDS, MODEL_SIZES
+from vitlab.models.vit import VisionTransformer
+
+__all__ = [
+    "from_jax_npz",
+    "from_timm",
+    "from_torchvision",
+    "load_pretrained",
+    "read_checkpoint",
+    "resize_position_embedding",
+    "to_timm",
+    "to_torchvision",
+]
+
+StateDict = dict[str, Tensor]
+
+# (their name, vitlab name) prefixes; ``{i}`` is a block index. Names that are the same in both
+# formats (torchvision's ``class_token``; timm's norms, MLP and head) need no entry.
+_TORCHVISION_NAMES = (
+    ("conv_proj", "patch_embedding.projection"),
+    ("encoder.pos_embedding", "position_embedding"),
+    ("encoder.layers.encoder_layer_{i}.ln_1", "blocks.{i}.norm1"),
+    ("encoder.layers.encoder_layer_{i}.self_attention.in_proj_weight", "blocks.{i}.attention.qkv.weight"),
+    ("encoder.layers.encoder_layer_{i}.self_attention.in_proj_bias", "blocks.{i}.attention.qkv.bias"),
+    ("encoder.layers.encoder_layer_{i}.self_attention.out_proj", "blocks.{i}.attention.proj"),
+    ("encoder.layers.encoder_layer_{i}.ln_2", "blocks.{i}.norm2"),
+    ("encoder.layers.encoder_layer_{i}.mlp.0", "blocks.{i}.mlp.fc1"),
+    ("encoder.layers.encoder_layer_{i}.mlp.3", "blocks.{i}.mlp.fc2"),
+    ("encoder.ln", "norm"),
+    ("heads.pre_logits", "pre_logits.0"),
+    ("heads.head", "head"),
+)
+# torchvision < 0.14 named the MLP layers linear_1 / linear_2; read only (torchvision renames them too).
+_TORCHVISION_LEGACY_NAMES = (
+    ("encoder.layers.encoder_layer_{i}.mlp.linear_1", "blocks.{i}.mlp.fc1"),
+    ("encoder.layers.encoder_layer_{i}.mlp.linear_2", "blocks.{i}.mlp.fc2"),
+)
+_TIMM_NAMES = (
+    ("cls_token", "class_token"),
+    ("pos_embed", "position_embedding"),
+    ("patch_embed.proj", "patch_embedding.projection"),
+    ("blocks.{i}.attn", "blocks.{i}.attention"),
+    ("pre_logits.fc", "pre_logits.0"),  # timm < 0.9's representation layer; timm 1.0 has none
+)
+
+
+def _rename(state_dict: Mapping[str, Tensor], names: tuple[tuple[str, str], ...]) -> StateDict:
+    """Rename keys by the first matching (from, to) prefix; keys matching none are kept as they are,
+    so a strict load downstream reports them instead of them vanishing here."""
+    rules = []
+    for source, target in names:
+        pattern = re.escape(source).replace(re.escape("{i}"), r"(?P<i>\d+)")
+        rules.append((re.compile(pattern + r"(?=\.|$)"), target))
+    renamed = {}
+    for key, value in state_dict.items():
+        for pattern, target in rules:
+            match = pattern.match(key)
+            if match:
+                key = target.format(**match.groupdict()) + key[match.end() :]
+                break
+        renamed[key] = value
+    return renamed
+
+
+def _swap(names: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((ours, theirs) for theirs, ours in names)
+
+
+def from_torchvision(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """torchvision ``VisionTransformer`` keys -> vitlab keys (the tensors are laid out alike)."""
+    return _rename(state_dict, _TORCHVISION_NAMES + _TORCHVISION_LEGACY_NAMES)
+
+
+def to_torchvision(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """vitlab keys -> torchvision ``VisionTransformer`` keys, loadable with ``strict=True``."""
+    return _rename(state_dict, _swap(_TORCHVISION_NAMES))
+
+
+def from_timm(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """timm ``VisionTransformer`` keys -> vitlab keys (the tensors are laid out alike)."""
+    return _rename(state_dict, _TIMM_NAMES)
+
+
+def to_timm(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """vitlab keys -> timm ``VisionTransformer`` keys. A pre-logits layer comes out under timm < 0.9's
+    ``pre_logits.fc`` name, which timm 1.0 (without such a layer) drops when loading pretrained weights."""
+    return _rename(state_dict, _swap(_TIMM_NAMES))
+
+
+def from_jax_npz(arrays: Mapping[str, np.ndarray]) -> StateDict:
+    """The original google-research/vision_transformer ``.npz`` layout (e.g. ViT-B_16.npz) -> vitlab.
+
+    Flax stores dense kernels as [in, out] (so they are transposed), the patch kernel as HWIO, and
+    attention per head: q/k/v kernels [D, heads, head_dim], the output kernel [heads, head_dim, D].
+    Arrays that are absent are left out, so the fit check reports them under vitlab's names.
+    """
+    prefix = "opt/target/" if "opt/target/embedding/kernel" in arrays else ""
+
+    def get(name: str) -> Tensor | None:
+        return torch.from_numpy(np.asarray(arrays[prefix + name])) if prefix + name in arrays else None
+
+    def linear(ours: str, theirs: str) -> dict[str, Tensor | None]:
+        kernel = get(f"{theirs}/kernel")
+        return {f"{ours}.weight": None if kernel is None else kernel.T, f"{ours}.bias": get(f"{theirs}/bias")}
+
+    def layer_norm(ours: str, theirs: str) -> dict[str, Tensor | None]:
+        return {f"{ours}.weight": get(f"{theirs}/scale"), f"{ours}.bias": get(f"{theirs}/bias")}
+
+    patch_kernel = get("embedding/kernel")  # [P, P, C, D]
+    converted: dict[str, Tensor | None] = {
+        "class_token": get("cls"),
+        "position_embedding": get("Transformer/posembed_input/pos_embedding"),
+        "patch_embedding.projection.weight": None
+        if patch_kernel is None
+        else patch_kernel.permute(3, 2, 0, 1),
+        "patch_embedding.projection.bias": get("embedding/bias"),
+        **layer_norm("norm", "Transformer/encoder_norm"),
+        **linear("pre_logits.0", "pre_logits"),
+        **linear("head", "head"),
+    }
+    block_pattern = re.compile(re.escape(prefix) + r"Transformer/encoderblock_(\d+)/")
+    depth = len({match[1] for match in map(block_pattern.match, arrays) if match})
+    for i in range(depth):
+        block, ours = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        attention = f"{block}MultiHeadDotProductAttention_1/"
+        q_k_v = [
+            (get(f"{attention}{n}/kernel"), get(f"{attention}{n}/bias")) for n in ("query", "key", "value")
+        ]
+        if all(kernel is not None and bias is not None for kernel, bias in q_k_v):
+            converted[f"{ours}attention.qkv.weight"] = torch.cat([k.flatten(1).T for k, _ in q_k_v])
+            converted[f"{ours}attention.qkv.bias"] = torch.cat([b.flatten() for _, b in q_k_v])
+        out_kernel = get(f"{attention}out/kernel")  # [heads, head_dim, D]
+        converted[f"{ours}attention.proj.weight"] = None if out_kernel is None else out_kernel.flatten(0, 1).T
+        converted[f"{ours}attention.proj.bias"] = get(f"{attention}out/bias")
+        converted |= layer_norm(f"{ours}norm1", f"{block}LayerNorm_0")
+        converted |= layer_norm(f"{ours}norm2", f"{block}LayerNorm_2")
+        converted |= linear(f"{ours}mlp.fc1", f"{block}MlpBlock_3/Dense_0")
+        converted |= linear(f"{ours}mlp.fc2", f"{block}MlpBlock_3/Dense_1")
+    return {key: value for key, value in converted.items() if value is not None}
+
+
+def resize_position_embedding(
+    pos_embed: Tensor, new_grid: tuple[int, int], mode: str = "bicubic", antialias: bool = True
+) -> Tensor:
+    """Resize position embeddings ``[1, 1 + H*W, D]`` (class token first, square H x W grid) to
+    ``[1, 1 + h*w, D]`` for ``new_grid = (h, w)``, so a checkpoint serves another image size.
+
+    Interpolation: ``mode`` (bicubic by default) over the 2-D grid with ``align_corners=False`` and,
+    by default, ``antialias=True``; the class token's embedding is kept unchanged. With antialias torch
+    uses the PIL-style bicubic kernel (a = -0.5) even when enlarging, so the flag changes results in
+    both directions. These are timm's defaults (``resample_abs_pos_embed``), with which most ViT
+    weights in circulation were fine-tuned at new resolutions, and its numbers are the reference in
+    our tests. (The paper's JAX code zoomed bilinearly; torchvision's ``interpolate_embeddings`` uses
+    bicubic with ``align_corners=True``.) Computed in float32, returned in the input dtype.
+    """
+    tokens, dim = pos_embed.shape[1] - 1, pos_embed.shape[-1]
+    old = math.isqrt(tokens)
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or old * old != tokens:
+        raise ValueError(
+            f"position embedding of shape {list(pos_embed.shape)} is not [1, 1 + H*W, D] with a square "
+            f"H x W grid after the class token: pass a ViT checkpoint with one class token and square images."
+        )
+    if (old, old) == tuple(new_grid):
+        return pos_embed
+    class_pos, grid = pos_embed[:, :1], pos_embed[:, 1:]
+    grid = grid.float().reshape(1, old, old, dim).permute(0, 3, 1, 2)  # [1, D, H, W]
+    grid = F.interpolate(grid, size=tuple(new_grid), mode=mode, align_corners=False, antialias=antialias)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)  # [1, h*w, D]
+    return torch.cat([class_pos, grid], dim=1)
+
+
+def _fetch_torchvision(weights_name: str) -> StateDict:
+    from torchvision.models import get_weight
+
+    try:
+        weights = get_weight(weights_name)
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"torchvision has no weights {weights_name!r} ({error}): name an enum member such as "
+            f"'torchvision:ViT_B_16_Weights.IMAGENET1K_V1' (see torchvision.models.get_model_weights)."
+        ) from error
+    return weights.get_state_dict(progress=True)
+
+
+def _fetch_timm(model_name: str) -> StateDict:
+    try:
+        import timm
+    except ImportError as error:
+        raise ImportError(
+            f"'timm:{model_name}' needs timm, which vitlab does not install: `pip install timm` "
+            f"(or `pip install -e .[dev]`)."
+        ) from error
+    return timm.create_model(model_name, pretrained=True).state_dict()
+
+
+# A key only that format has, and its converter to vitlab names.
+_FORMATS: dict[str, tuple[str, Callable[[Mapping[str, Tensor]], StateDict]]] = {
+    "vitlab": ("position_embedding", dict),
+    "torchvision": ("encoder.pos_embedding", from_torchvision),
+    "timm": ("pos_embed", from_timm),
+}
+_WRAPPER_PREFIXES = ("", "model.", "backbone.", "module.")  # Lightning modules, DDP wrappers
+_SUPPORTED = (
+    "a torch.save'd state dict in vitlab, torchvision or timm ViT format (also under 'state_dict' or "
+    "'model', keys optionally prefixed 'model.', 'backbone.' or 'module.', as in Lightning checkpoints); "
+    "an original JAX .npz (e.g. ViT-B_16.npz); 'torchvision:<WEIGHTS_ENUM>'; 'timm:<model name>'"
+)
+
+
+def _is_npz(path: Path) -> bool:
+    """numpy archives hold ``.npy`` members; torch.save's zip files hold ``data.pkl`` and raw storages."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith(".npy") for name in archive.namelist())
+
+
+def _unknown_format(path: Path, keys: list[str]) -> ValueError:
+    return ValueError(
+        f"{path}: cannot tell the checkpoint format from its keys {keys[:5]}{' ...' if len(keys) > 5 else ''}. "
+        f"Supported: {_SUPPORTED}."
+    )
+
+
+def _read_torch_file(path: Path) -> StateDict:
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds objects other than tensors, which torch.load(weights_only=True) refuses: if you "
+            f"trust the file, save only its state dict, e.g. torch.save(torch.load(path, weights_only=False)"
+            f"['state_dict'], 'weights.pt'), and load that."
+        ) from error
+    if not isinstance(contents, Mapping):
+        raise _unknown_format(path, [type(contents).__name__])
+    for wrapper in ("state_dict", "model"):
+        if isinstance(contents.get(wrapper), Mapping):
+            contents = contents[wrapper]
+            break
+    for prefix in _WRAPPER_PREFIXES:
+        for signature, convert in _FORMATS.values():
+            if prefix + signature in contents:
+                return convert({k[len(prefix) :]: v for k, v in contents.items() if k.startswith(prefix)})
+    raise _unknown_format(path, list(contents))
+
+
+def read_checkpoint(source: str | os.PathLike[str]) -> StateDict:
+    """Weights from a file (format detected from its keys) or a library, under vitlab's key names."""
+    source_name = os.fspath(source)
+    if source_name.startswith("torchvision:"):
+        return from_torchvision(_fetch_torchvision(source_name.removeprefix("torchvision:")))
+    if source_name.startswith("timm:"):
+        return from_timm(_fetch_timm(source_name.removeprefix("timm:")))
+    path = Path(source_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained={source_name!r} is not a file. Supported: {_SUPPORTED}.")
+    if not _is_npz(path):
+        return _read_torch_file(path)
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    if not any(name.endswith("embedding/kernel") for name in arrays):
+        raise _unknown_format(path, list(arrays))
+    return from_jax_npz(arrays)
+
+
+def _is_classifier(key: str) -> bool:
+    return key.startswith(("head.", "pre_logits."))
+
+
+def _checkpoint_options(checkpoint: Mapping[str, Tensor]) -> str:
+    """The ``create_model`` call whose model the checkpoint fits, read off its shapes (the number of
+    attention heads is not in a state dict; the Table 1 row's is assumed)."""
+    try:
+        dim = checkpoint["position_embedding"].shape[-1]
+        grid = math.isqrt(checkpoint["position_embedding"].shape[1] - 1)
+        patch = checkpoint["patch_embedding.projection.weight"].shape[-1]
+        mlp_dim = checkpoint["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, IndexError):
+        return "a model this checkpoint was saved from"
+    depth = len({key.split(".")[1] for key in checkpoint if key.startswith("blocks.")})
+    hybrid = any(key.startswith("stem.") for key in checkpoint)
+    stride = 16 if hybrid else 1
+    size = next(
+        (s for s, row in MODEL_SIZES.items() if (row.depth, row.dim, row.mlp_dim) == (depth, dim, mlp_dim)),
+        None,
+    )
+    if hybrid:
+        name, options = next(iter(HYBRIDS)), [f"patch_size={patch * stride}"]
+    else:
+        name, options = f"vit_{size or 'b'}{patch}", []
+    if size is None or (hybrid and HYBRIDS[name] != size):
+        options += [f"depth={depth}", f"dim={dim}", f"mlp_dim={mlp_dim}"]
+    options.append(f"image_size={grid * patch * stride}")
+    if "head.weight" in checkpoint:
+        options.append(f"num_classes={checkpoint['head.weight'].shape[0]}")
+    if "pre_logits.0.weight" in checkpoint:
+        options.append(f"representation_size={checkpoint['pre_logits.0.weight'].shape[0]}")
+    return f"create_model({name!r}, {', '.join(options)})"
+
+
+def _check_backbone_fits(model: VisionTransformer, checkpoint: Mapping[str, Tensor], source: str) -> None:
+    """Raise one error naming every missing, unexpected and mis-shaped key outside the classifier
+    (which ``_fit_classifier`` adapts), with the variant the checkpoint fits."""
+    expected = {key: value for key, value in model.state_dict().items() if not _is_classifier(key)}
+    backbone = {key: value for key, value in checkpoint.items() if not _is_classifier(key)}
+
+    def listing(keys: list[str]) -> str:
+        return ", ".join(keys[:8]) + (f" ... and {len(keys) - 8} more" if len(keys) > 8 else "")
+
+    missing = sorted(expected.keys() - backbone.keys())
+    unexpected = sorted(backbone.keys() - expected.keys())
+    misshaped = sorted(
+        f"{key} (checkpoint {list(backbone[key].shape)}, model {list(expected[key].shape)})"
+        for key in expected.keys() & backbone.keys()
+        if backbone[key].shape != expected[key].shape
+    )
+    if missing or unexpected or misshaped:
+        problems = [
+            f"{label} ({len(keys)}): {listing(keys)}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+            if keys
+        ]
+        raise ValueError(
+            f"{source} does not fit the model; " + "; ".join(problems) + ". "
+            f"The checkpoint looks like {_checkpoint_options(checkpoint)}: build that variant "
+            f"(image size and class count may differ; they are adapted)."
+        )
+
+
+def _describe_classifier(state_dict: Mapping[str, Tensor]) -> str:
+    if "head.weight" not in state_dict:
+        return "none"
+    pre_logits = state_dict.get("pre_logits.0.weight")
+    extra = "" if pre_logits is None else f" after a {pre_logits.shape[0]}-dim pre-logits layer"
+    return f"{state_dict['head.weight'].shape[0]} classes{extra}"
+
+
+def _fit_classifier(model: VisionTransformer, checkpoint: StateDict, source: str) -> StateDict:
+    """Keep the checkpoint's head where it fits; otherwise a fresh zero head (paper section 3.2)."""
+    model_state = model.state_dict()
+    classifier_keys = {key for key in (*model_state, *checkpoint) if _is_classifier(key)}
+    if all(
+        key in model_state and key in checkpoint and model_state[key].shape == checkpoint[key].shape
+        for key in classifier_keys
+    ):
+        return checkpoint
+    if model.num_classes:
+        fix = _describe_classifier(checkpoint)
+        warnings.warn(
+            f"{source}: the checkpoint's classifier ({fix}) does not fit the model's "
+            f"({_describe_classifier(model_state)}); kept the backbone and replaced the classifier by a "
+            f"zero-initialised {model.num_classes}-class head without pre-logits, to be fine-tuned. To keep "
+            f"the checkpoint's classifier, build the model with the checkpoint's class count and "
+            f"representation_size.",
+            stacklevel=3,
+        )
+    model.reset_classifier(model.num_classes)
+    fresh_head = {key: value for key, value in model.state_dict().items() if _is_classifier(key)}
+    return {key: value for key, value in checkpoint.items() if not _is_classifier(key)} | fresh_head
+
+
+def load_pretrained(model: VisionTransformer, source: str | os.PathLike[str]) -> None:
+    """Load ``source`` (a checkpoint file or ``torchvision:``/``timm:`` name, see ``read_checkpoint``)
+    into ``model`` in place, adapting the position embeddings to its image size and its classifier to
+    its class count; any other mismatch raises before the model is touched."""
+    source_name = os.fspath(source)
+    checkpoint = read_checkpoint(source)
+    pos_embed = checkpoint.get("position_embedding")
+    if pos_embed is not None and pos_embed.shape != model.position_embedding.shape:
+        grid = math.isqrt(pos_embed.shape[1] - 1)
+        if grid * grid == pos_embed.shape[1] - 1 and pos_embed.shape[-1] == model.dim:
+            checkpoint["position_embedding"] = resize_position_embedding(pos_embed, (model.grid_size,) * 2)
+    _check_backbone_fits(model, checkpoint, source_name)
+    model.load_state_dict(_fit_classifier(model, checkpoint, source_name))
