@@ -218,12 +218,12 @@ def _fetch_timm(model_name: str) -> StateDict:
     return timm.create_model(model_name, pretrained=True).state_dict()
 
 
-# A key only that format has, and its converter to vitlab names.
-_FORMATS: dict[str, tuple[str, Callable[[Mapping[str, Tensor]], StateDict]]] = {
-    "vitlab": ("position_embedding", dict),
-    "torchvision": ("encoder.pos_embedding", from_torchvision),
-    "timm": ("pos_embed", from_timm),
-}
+# (a key only that format has, its converter to vitlab names) for vitlab, torchvision and timm.
+_FORMATS: tuple[tuple[str, Callable[[Mapping[str, Tensor]], StateDict]], ...] = (
+    ("position_embedding", dict),
+    ("encoder.pos_embedding", from_torchvision),
+    ("pos_embed", from_timm),
+)
 _WRAPPER_PREFIXES = ("", "model.", "backbone.", "module.")  # Lightning modules, DDP wrappers
 _SUPPORTED = (
     "a torch.save'd state dict in vitlab, torchvision or timm ViT format (also under 'state_dict' or "
@@ -250,11 +250,13 @@ def _unknown_format(path: Path, keys: list[str]) -> ValueError:
 def _read_torch_file(path: Path) -> StateDict:
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{path} holds objects other than tensors, which torch.load(weights_only=True) refuses: if you "
-            f"trust the file, save only its state dict, e.g. torch.save(torch.load(path, weights_only=False)"
-            f"['state_dict'], 'weights.pt'), and load that."
+            f"{path}: torch.load(weights_only=True) cannot read it ({reason}). If it is a checkpoint you "
+            f"trust that holds objects other than tensors (e.g. a Lightning .ckpt's hyper-parameters), save "
+            f"only its state dict: torch.save(torch.load(path, weights_only=False)['state_dict'], "
+            f"'weights.pt'), and load that. Supported: {_SUPPORTED}."
         ) from error
     if not isinstance(contents, Mapping):
         raise _unknown_format(path, [type(contents).__name__])
@@ -263,7 +265,7 @@ def _read_torch_file(path: Path) -> StateDict:
             contents = contents[wrapper]
             break
     for prefix in _WRAPPER_PREFIXES:
-        for signature, convert in _FORMATS.values():
+        for signature, convert in _FORMATS:
             if prefix + signature in contents:
                 return convert({k[len(prefix) :]: v for k, v in contents.items() if k.startswith(prefix)})
     raise _unknown_format(path, list(contents))
@@ -310,17 +312,23 @@ def _checkpoint_options(checkpoint: Mapping[str, Tensor]) -> str:
         None,
     )
     if hybrid:
-        name, options = next(iter(HYBRIDS)), [f"patch_size={patch * stride}"]
+        name, options = next(iter(HYBRIDS)), [] if patch == 1 else [f"patch_size={patch * stride}"]
     else:
         name, options = f"vit_{size or 'b'}{patch}", []
     if size is None or (hybrid and HYBRIDS[name] != size):
         options += [f"depth={depth}", f"dim={dim}", f"mlp_dim={mlp_dim}"]
-    options.append(f"image_size={grid * patch * stride}")
-    if "head.weight" in checkpoint:
-        options.append(f"num_classes={checkpoint['head.weight'].shape[0]}")
-    if "pre_logits.0.weight" in checkpoint:
-        options.append(f"representation_size={checkpoint['pre_logits.0.weight'].shape[0]}")
+    options += [f"image_size={grid * patch * stride}", *_classifier_options(checkpoint)]
     return f"create_model({name!r}, {', '.join(options)})"
+
+
+def _classifier_options(state_dict: Mapping[str, Tensor]) -> list[str]:
+    """The ``create_model`` options a state dict's classifier was built with (none: no classifier)."""
+    options = []
+    if "head.weight" in state_dict:
+        options.append(f"num_classes={state_dict['head.weight'].shape[0]}")
+    if "pre_logits.0.weight" in state_dict:
+        options.append(f"representation_size={state_dict['pre_logits.0.weight'].shape[0]}")
+    return options
 
 
 def _check_backbone_fits(model: VisionTransformer, checkpoint: Mapping[str, Tensor], source: str) -> None:
@@ -352,14 +360,6 @@ def _check_backbone_fits(model: VisionTransformer, checkpoint: Mapping[str, Tens
         )
 
 
-def _describe_classifier(state_dict: Mapping[str, Tensor]) -> str:
-    if "head.weight" not in state_dict:
-        return "none"
-    pre_logits = state_dict.get("pre_logits.0.weight")
-    extra = "" if pre_logits is None else f" after a {pre_logits.shape[0]}-dim pre-logits layer"
-    return f"{state_dict['head.weight'].shape[0]} classes{extra}"
-
-
 def _fit_classifier(model: VisionTransformer, checkpoint: StateDict, source: str) -> StateDict:
     """Keep the checkpoint's head where it fits; otherwise a fresh zero head (paper section 3.2)."""
     model_state = model.state_dict()
@@ -369,14 +369,14 @@ def _fit_classifier(model: VisionTransformer, checkpoint: StateDict, source: str
         for key in classifier_keys
     ):
         return checkpoint
-    if model.num_classes:
-        fix = _describe_classifier(checkpoint)
+    if model.num_classes:  # with num_classes=0 dropping the classifier is what was asked for
+        theirs = ", ".join(_classifier_options(checkpoint))
         warnings.warn(
-            f"{source}: the checkpoint's classifier ({fix}) does not fit the model's "
-            f"({_describe_classifier(model_state)}); kept the backbone and replaced the classifier by a "
-            f"zero-initialised {model.num_classes}-class head without pre-logits, to be fine-tuned. To keep "
-            f"the checkpoint's classifier, build the model with the checkpoint's class count and "
-            f"representation_size.",
+            f"{source}: the checkpoint's classifier ({theirs or 'none'}) does not fit the model's "
+            f"({', '.join(_classifier_options(model_state))}); kept the backbone and replaced the "
+            f"classifier by a zero-initialised {model.num_classes}-class head without pre-logits, to be "
+            f"fine-tuned (paper section 3.2)."
+            + (f" To keep the checkpoint's classifier, build the model with {theirs}." if theirs else ""),
             stacklevel=3,
         )
     model.reset_classifier(model.num_classes)

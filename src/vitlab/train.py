@@ -1,0 +1,127 @@
+"""Hydra entry point for training: ``python train.py model=vit_b16 trainer.devices=2``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from vitlab.config import CONFIG_DIR, model_options, print_tree, resolve_precision, validate
+from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.training.module import ViTClassifier
+
+log = logging.getLogger(__name__)
+
+
+def _hydra_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _sweep_group() -> str | None:
+    """All jobs of one multirun share a W&B group: the sweep folder's name."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return None
+
+
+def resolve_ckpt_path(ckpt_path: str | None, runs_dir: Path) -> str | None:
+    """``last`` means this run folder's last.ckpt if any, else the newest one under ``runs_dir``."""
+    if ckpt_path != "last":
+        if ckpt_path and not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file. Pass a .ckpt path or ckpt_path=last.")
+        return ckpt_path
+    candidates = sorted(runs_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoints/last.ckpt under {runs_dir}. Pass the file itself: ckpt_path=/path/to/last.ckpt."
+        )
+    log.info("resuming from %s", candidates[-1])
+    return str(candidates[-1])
+
+
+def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
+    return ViTClassifier(
+        model_name=cfg.model.name,
+        num_classes=num_classes,
+        class_names=class_names,
+        model_options=model_options(cfg.model),
+        pretrained=cfg.model.pretrained,
+        freeze_backbone=cfg.model.freeze_backbone,
+        label_smoothing=cfg.label_smoothing,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+
+
+def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Fit (and test) a model as configured; returns the run's results, also saved as results.json."""
+    validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    print_tree(cfg, save_to=output_dir / "config_resolved.yaml")
+    L.seed_everything(cfg.seed, workers=True)
+    started = time.perf_counter()
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
+    module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
+    if cfg.get("compile"):
+        module.model = __import__("torch").compile(module.model)
+
+    overrides = _hydra_overrides()
+    run_name = " ".join([cfg.model.name, *[o for o in overrides if not o.startswith("model=")]])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    loggers = build_loggers(cfg.get("logger"), run_name=run_name, group=_sweep_group(), config=config)
+    all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=all_callbacks + list(callbacks or []),
+        logger=loggers or False,
+        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+    )
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
+    try:
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test", True):
+            checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+            best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    finally:
+        finish_wandb()
+    results = {
+        "model": cfg.model.name,
+        "patch_size": cfg.model.patch_size,
+        "image_size": cfg.model.image_size,
+        "overrides": overrides,
+        "params": sum(p.numel() for p in module.model.parameters()),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "metrics": metrics,
+    }
+    if trainer.is_global_zero:
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    results = train(cfg)
+    metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
+    return results["metrics"].get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

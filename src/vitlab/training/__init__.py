@@ -1,0 +1,5 @@
+"""Training: the LightningModule, optimisers and schedules, callbacks."""
+
+from vitlab.training.module import ViTClassifier
+
+__all__ = ["ViTClassifier"]

@@ -1,0 +1,150 @@
+"""ViTClassifier: the LightningModule that trains a ViT (backbone + head) as an image classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from vitlab.models import create_model
+from vitlab.training.optim import parameter_groups
+
+OptimizerFactory = Callable[[list[dict]], Optimizer]
+SchedulerFactory = Callable[..., LRScheduler]
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Top-1, top-k where k < num_classes allows it (k = min(5, C - 1)), and macro F1, per image."""
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    }
+    top_k = min(5, num_classes - 1)
+    if top_k >= 2:
+        metrics[f"acc_top{top_k}"] = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+    return MetricCollection(metrics)
+
+
+class ViTClassifier(L.LightningModule):
+    """Cross-entropy training of a ``create_model`` ViT with torchmetrics for validation and test.
+
+    ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_`` objects): the optimizer takes
+    parameter groups (no weight decay on biases, norms, position embeddings and the class token), the
+    scheduler takes the optimizer and ``total_steps``, the real number of optimizer steps of the run.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        model_options: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        freeze_backbone: bool = False,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "pretrained"])
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}.")
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.model = create_model(model_name, pretrained=pretrained, num_classes=num_classes, **(model_options or {}))
+        if freeze_backbone:
+            self.freeze_backbone()
+        self.label_smoothing = label_smoothing
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        metrics = classification_metrics(num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.best_val_acc = MaxMetric()
+        # The last epoch's confusion matrices, for loggers and reports (rows: true, columns: predicted).
+        self.confusion: dict[str, Tensor] = {}
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    def freeze_backbone(self) -> None:
+        """Train only the classifier head (the course's feature-extractor setup)."""
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad = name.startswith(("head.", "pre_logits."))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def _loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        # Soft targets ([B, C] probabilities, from MixUp/CutMix) and class indices both work here.
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self._loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "the run is stopped and the checkpoints saved so far are kept. Lower optimizer.lr, keep "
+                "trainer.gradient_clip_val=1.0, or try trainer.precision=32-true."
+            )
+        labels = targets.argmax(dim=1) if targets.ndim == 2 else targets
+        self.train_acc(logits.detach(), labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        confusion = self.val_confusion if stage == "val" else self.test_confusion
+        metrics.update(logits, labels)
+        confusion.update(logits, labels)
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(images))
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(images))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.confusion["val"] = self.val_confusion.compute().cpu()
+        self.val_confusion.reset()
+        if not self.trainer.sanity_checking:
+            self.best_val_acc(self.val_metrics["acc"].compute())
+            self.log("val/acc_best", self.best_val_acc.compute(), sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.confusion["test"] = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Class probabilities ``[B, num_classes]``."""
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(images).softmax(dim=-1)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError("ViTClassifier was built without an optimizer: pass optimizer=... to train it.")
+        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        optimizer = self.optimizer_factory(parameter_groups(self.model, weight_decay))
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
