@@ -20,9 +20,13 @@ def _check(condition: bool, option: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{option}={value!r} is invalid: expected {expected}. Fix it on the command line, e.g. {option}=...")
 
 
+# Data options a checkpoint must carry so that its inputs are prepared as in training.
+PREPROCESSING_KEYS = ("mean", "std", "resize_size")
+
+
 def model_options(model_cfg: DictConfig) -> dict[str, Any]:
     """The ``create_model`` overrides a model config carries (name, weights and freezing aside)."""
-    keys = ("image_size", "patch_size", "dropout", "attn_dropout", "drop_path", "pooling", "representation_size")
+    keys = ("image_size", "patch_size", "dropout", "attn_dropout", "drop_path", "pooling", "representation_size", "depth")
     return {key: model_cfg[key] for key in keys if key in model_cfg}
 
 

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vitlab.config import CONFIG_DIR, model_options, print_tree, resolve_precision, validate
+from vitlab.config import CONFIG_DIR, PREPROCESSING_KEYS, model_options, print_tree, resolve_precision, validate
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.training.module import ViTClassifier
 
@@ -49,6 +49,11 @@ def resolve_ckpt_path(ckpt_path: str | None, runs_dir: Path) -> str | None:
     return str(candidates[-1])
 
 
+def _plain(value: Any) -> Any:
+    """Plain Python values, so checkpoints load with ``weights_only=True``."""
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
     return ViTClassifier(
         model_name=cfg.model.name,
@@ -60,6 +65,7 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> V
         label_smoothing=cfg.label_smoothing,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
     )
 
 
@@ -96,7 +102,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         if cfg.get("test", True):
             checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
             best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     finally:
         finish_wandb()

@@ -39,6 +39,8 @@ class ViTClassifier(L.LightningModule):
     ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_`` objects): the optimizer takes
     parameter groups (no weight decay on biases, norms, position embeddings and the class token), the
     scheduler takes the optimizer and ``total_steps``, the real number of optimizer steps of the run.
+    ``preprocessing`` (mean, std, resize_size) travels in the checkpoint so that evaluation and
+    prediction prepare images exactly as training did.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class ViTClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        preprocessing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "pretrained"])

@@ -1,0 +1,27 @@
+"""Loading a trained ViTClassifier for evaluation and prediction."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+from vitlab.training.module import ViTClassifier
+
+
+def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> ViTClassifier:
+    """A ``ViTClassifier`` from a Lightning checkpoint written by ``vitlab-train``, with a clear error
+    for a missing file or one that is not such a checkpoint."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no such file. Training writes checkpoints to "
+            "logs/train/runs/<time>/checkpoints/ (best: epoch_*.ckpt, last: last.ckpt)."
+        )
+    try:
+        # Our checkpoints hold only tensors and plain values: no pickled code runs on load.
+        return ViTClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"{path} is not a vitlab training checkpoint ({type(error).__name__}: {error}). Pass a .ckpt "
+            "written by vitlab-train; for plain model weights use model.pretrained=... instead."
+        ) from None

@@ -1,0 +1,57 @@
+"""Hydra entry point for evaluation: ``vitlab-eval ckpt_path=.../best.ckpt [data=...]``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vitlab.checkpoint import load_classifier
+from vitlab.config import CONFIG_DIR, resolve_precision
+from vitlab.loggers import build_loggers, finish_wandb
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint on the configured data's test split; prints and logs the metrics."""
+    module = load_classifier(cfg.ckpt_path)
+    with open_dict(cfg):  # the checkpoint decides how images are prepared
+        cfg.model.image_size = module.image_size
+        for key, value in (module.hparams.get("preprocessing") or {}).items():
+            cfg.data[key] = value
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    if list(datamodule.class_names) != list(module.class_names):
+        raise ValueError(
+            f"the checkpoint's classes {module.class_names} differ from the data's {datamodule.class_names} "
+            f"(data.root={cfg.data.get('root')}): evaluate on data with the classes the model was trained on."
+        )
+    loggers = build_loggers(cfg.get("logger"), run_name=f"eval {Path(cfg.ckpt_path).name}", group=None,
+                            config=OmegaConf.to_container(cfg, resolve=True))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    )
+    try:
+        (metrics,) = trainer.test(module, datamodule=datamodule)
+    finally:
+        finish_wandb()
+    confusion = module.confusion["test"]
+    log.info("confusion matrix (rows: true, columns: predicted; %s):\n%s", ", ".join(module.class_names), confusion)
+    results = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "confusion_matrix": confusion.tolist()}
+    Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

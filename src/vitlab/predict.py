@@ -1,0 +1,102 @@
+"""Hydra entry point for prediction: ``vitlab-predict ckpt_path=... images=[a.jpg,photos/]``."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig
+from rich.console import Console
+from rich.table import Table
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from vitlab.checkpoint import load_classifier
+from vitlab.config import CONFIG_DIR
+from vitlab.data import eval_transform, load_image
+
+log = logging.getLogger(__name__)
+
+
+def image_files(sources: str | Sequence[str]) -> list[Path]:
+    """Files as given, and the image files found (recursively) in folders, in a stable order."""
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+            if not found:
+                raise FileNotFoundError(f"images={source}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)}).")
+            files += found
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"images={source}: no such file or folder. Pass image files or folders: images=[a.jpg,dir/].")
+    return files
+
+
+@torch.inference_mode()
+def predict_files(module, files: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
+    """Class probabilities ``[len(files), num_classes]``, preparing images as the model was trained."""
+    options = module.hparams.get("preprocessing") or {}
+    transform = eval_transform(module.image_size, **{k: v for k, v in options.items() if v is not None})
+    module.eval()
+    probabilities = []
+    for start in range(0, len(files), batch_size):
+        batch = torch.stack([transform(load_image(f)) for f in files[start : start + batch_size]])
+        probabilities.append(module(batch.to(module.device)).softmax(-1).float().cpu())
+    return torch.cat(probabilities)
+
+
+def print_predictions(files: Sequence[Path], probabilities: torch.Tensor, class_names: Sequence[str], top_k: int) -> None:
+    table = Table(title="predictions")
+    table.add_column("image")
+    for rank in range(1, top_k + 1):
+        table.add_column(f"#{rank}")
+    values, indices = probabilities.topk(top_k, dim=-1)
+    for file, top_values, top_indices in zip(files, values, indices, strict=True):
+        table.add_row(str(file), *[f"{class_names[i]} {v:.3f}" for v, i in zip(top_values, top_indices, strict=True)])
+    Console().print(table)
+
+
+def predict(cfg: DictConfig) -> torch.Tensor:
+    module = load_classifier(cfg.ckpt_path)
+    images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
+    files = image_files(images)
+    probabilities = predict_files(module, files, cfg.batch_size)
+    class_names = module.class_names
+    print_predictions(files, probabilities, class_names, min(cfg.top_k, len(class_names)))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "predicted", "probability", *class_names])
+        for file, probs in zip(files, probabilities, strict=True):
+            writer.writerow([file, class_names[int(probs.argmax())], f"{probs.max():.4f}", *[f"{p:.4f}" for p in probs]])
+    if cfg.grid:
+        from vitlab.viz.predictions import save_prediction_grid
+
+        shown = files[: cfg.grid_max_images]
+        true_labels = [
+            class_names.index(f.parent.name) if cfg.labels_from_folders and f.parent.name in class_names else None
+            for f in shown
+        ]
+        grid_path = output_dir / "predictions.png"
+        save_prediction_grid(
+            [load_image(f) for f in shown], probabilities[: len(shown)], class_names, grid_path, true_labels=true_labels
+        )
+        log.info("prediction grid: %s", grid_path)
+    log.info("predictions table: %s", output_dir / "predictions.csv")
+    return probabilities
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
