@@ -1,15 +1,28 @@
-"""Summaries of a Hydra multirun: one row per job, written at the sweep root."""
+"""Summaries of a sweep: one row per run, written with plots next to each other.
+
+Runs come from a Hydra multirun folder (each job's ``results.json`` and CSV log) or from a W&B
+project's group (train.py names the group after the multirun folder). Either way the summary is
+``summary.md`` / ``summary.csv``, ``accuracy_vs_params.png``, ``accuracy_vs_gmacs.png`` and
+``curves/<job>.png`` per run.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from vitlab.models.profile import variant_cost
+from vitlab.tables import write_tables
+from vitlab.viz.curves import CURVES, History, plot_loss_curves
+from vitlab.viz.sweep_plots import plot_accuracy_vs_cost
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +32,7 @@ COLUMNS = [
     "patch_size",
     "overrides",
     "params",
+    "gmacs",
     "best_val_acc",
     "final_val_acc",
     "test_acc",
@@ -26,48 +40,155 @@ COLUMNS = [
     "wall_time_s",
 ]
 
+# Summary column -> the logged metric it reads (the same names in results.json and W&B summaries).
+METRICS = {
+    "best_val_acc": "val/acc_best",
+    "final_val_acc": "val/acc",
+    "test_acc": "test/acc",
+    "images_per_sec": "train/images_per_sec",
+}
 
-def job_row(results_file: Path) -> dict[str, Any]:
+
+@dataclass
+class SweepRun:
+    """One run of a sweep: its summary row and its logged history (for curves)."""
+
+    row: dict[str, Any]
+    history: History = field(default_factory=list)
+
+
+def forward_gmacs(model: str, image_size: int, patch_size: int) -> float:
+    """Forward GMACs per image of a run's backbone. The head is left out because runs do not record
+    their class count; its D x classes MACs are under 0.01 % of any variant's total."""
+    return variant_cost(model, image_size=image_size, num_classes=0, patch_size=patch_size)[1] / 1e9
+
+
+def common_overrides(overrides: Sequence[Sequence[str]]) -> set[str]:
+    """The overrides every run of a sweep shares; left out of the table, so that its ``overrides``
+    column shows what tells the runs apart. None when there is a single run."""
+    return set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
+
+
+def _shown(overrides: Sequence[str], hidden: Collection[str]) -> str:
+    return " ".join(o for o in overrides if o not in hidden)
+
+
+def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[str, Any]:
     """One summary row from a job's results.json."""
     results = json.loads(results_file.read_text())
-    metrics = results.get("metrics", {})
-    return {
-        "job": results_file.parent.name,
-        "model": results["model"],
-        "patch_size": results["patch_size"],
-        "overrides": " ".join(results.get("overrides", [])),
-        "params": results["params"],
-        "best_val_acc": metrics.get("val/acc_best"),
-        "final_val_acc": metrics.get("val/acc"),
-        "test_acc": metrics.get("test/acc"),
-        "images_per_sec": metrics.get("train/images_per_sec"),
-        "wall_time_s": results.get("wall_time_s"),
+    try:
+        metrics = results.get("metrics", {})
+        return {
+            "job": results_file.parent.name,
+            "model": results["model"],
+            "patch_size": results["patch_size"],
+            "overrides": _shown(results.get("overrides", []), hidden_overrides),
+            "params": results["params"],
+            "gmacs": forward_gmacs(results["model"], results["image_size"], results["patch_size"]),
+            **{column: metrics.get(metric) for column, metric in METRICS.items()},
+            "wall_time_s": results.get("wall_time_s"),
+        }
+    except KeyError as missing:
+        raise ValueError(
+            f"{results_file} has no {missing} entry: expected the results.json that vitlab's train.py "
+            "writes (model, patch_size, image_size, params, metrics). Re-run that job, or move the folder out."
+        ) from None
+
+
+def read_csv_history(metrics_csv: Path) -> list[dict[str, float]]:
+    """Lightning's CSVLogger file as rows of the metrics each logging event wrote."""
+    with open(metrics_csv, newline="") as handle:
+        return [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(handle)]
+
+
+def folder_runs(sweep_dir: Path | str) -> list[SweepRun]:
+    """The finished jobs of a Hydra multirun folder, in job order (jobs without results.json failed
+    or are still running, and are left out)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(
+            f"sweep folder {sweep_dir} does not exist: pass a multirun folder such as logs/train/multiruns/<time>."
+        )
+    files = sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
+    if not files:
+        raise FileNotFoundError(
+            f"no <job>/results.json under {sweep_dir}: expected a multirun folder of train.py whose jobs "
+            "finished (logs/train/multiruns/<time>)."
+        )
+    hidden = common_overrides([json.loads(file.read_text()).get("overrides", []) for file in files])
+    runs = []
+    for file in files:
+        metrics_csv = file.parent / "csv" / "metrics.csv"
+        runs.append(SweepRun(job_row(file, hidden), read_csv_history(metrics_csv) if metrics_csv.is_file() else []))
+    return runs
+
+
+def wandb_runs(project: str, group: str, api: Any = None) -> list[SweepRun]:
+    """The runs of a W&B group (``entity/project``; ``group``: the multirun folder's name), oldest
+    first. W&B runs do not record their class count, so their ``params`` are the backbone's, without
+    the (D + 1) x classes of the head."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    found = list(api.runs(project, filters={"group": group}, order="+created_at"))
+    if not found:
+        raise LookupError(
+            f"no W&B runs in {project} with group={group!r}: train.py names a sweep's group after its "
+            "multirun folder (e.g. 2024-05-01_12-00-00); check the group and the entity/project."
+        )
+    # train.py names runs "<model> <the job's overrides>".
+    hidden = common_overrides([run.name.split()[1:] for run in found])
+    return [_wandb_run(run, hidden) for run in found]
+
+
+def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
+    model = run.config["model"]
+    summary = run.summary_metrics
+    # num_classes=0: the backbone alone, as the class count is unknown (see wandb_runs).
+    params, macs = variant_cost(model["name"], image_size=model["image_size"], num_classes=0, patch_size=model["patch_size"])
+    row = {
+        "job": run.id,
+        "model": model["name"],
+        "patch_size": model["patch_size"],
+        "overrides": _shown(run.name.split()[1:], hidden_overrides),
+        "params": params,
+        "gmacs": macs / 1e9,
+        **{column: summary.get(metric) for column, metric in METRICS.items()},
+        "wall_time_s": summary.get("_runtime"),
     }
+    # One request per metric: a request for several keys returns only the rows holding all of them,
+    # and train and validation metrics are logged in different rows.
+    history = [point for keys in CURVES.values() for key in keys for point in run.history(keys=["epoch", key], pandas=False)]
+    return SweepRun(row, history)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+def write_summary(runs: Sequence[SweepRun], out_dir: Path | str) -> list[Path]:
+    """The summary tables, the accuracy-vs-cost plots and each run's curves; returns the files."""
+    out_dir = Path(out_dir)
+    rows = [run.row for run in runs]
+    files = list(write_tables(rows, COLUMNS, out_dir / "summary"))
+    files.append(plot_accuracy_vs_cost(rows, "params", out_dir / "accuracy_vs_params.png", "parameters"))
+    files.append(plot_accuracy_vs_cost(rows, "gmacs", out_dir / "accuracy_vs_gmacs.png", "forward GMACs per image"))
+    for run in runs:
+        if run.history:
+            title = f"{run.row['job']}: {run.row['model']} {run.row['overrides']}"
+            files.append(plot_loss_curves(run.history, out_dir / "curves" / f"{run.row['job']}.png", title))
+    return files
 
 
 def summarize_sweep(sweep_dir: Path | str) -> list[dict[str, Any]]:
-    """Write ``summary.csv`` and ``summary.md`` at ``sweep_dir`` from each job's results.json."""
-    sweep_dir = Path(sweep_dir)
-    files = sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
-    rows = [job_row(f) for f in files]
-    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
-    return rows
+    """Write the summary of a multirun folder into that folder; returns its rows."""
+    runs = folder_runs(sweep_dir)
+    write_summary(runs, sweep_dir)
+    return [run.row for run in runs]
+
+
+def summarize_wandb(project: str, group: str, out_dir: Path | str, api: Any = None) -> list[dict[str, Any]]:
+    """Write the summary of a W&B group into ``out_dir``; returns its rows."""
+    runs = wandb_runs(project, group, api)
+    write_summary(runs, out_dir)
+    return [run.row for run in runs]
 
 
 class SweepSummary(Callback):

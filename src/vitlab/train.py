@@ -34,13 +34,14 @@ def _sweep_group() -> str | None:
     return None
 
 
-def resolve_ckpt_path(ckpt_path: str | None, runs_dir: Path) -> str | None:
-    """``last`` means this run folder's last.ckpt if any, else the newest one under ``runs_dir``."""
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -> str | None:
+    """``last``: this run folder's last.ckpt if there is one, else the newest under ``runs_dir``."""
     if ckpt_path != "last":
         if ckpt_path and not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file. Pass a .ckpt path or ckpt_path=last.")
         return ckpt_path
-    candidates = sorted(runs_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    own = output_dir / "checkpoints" / "last.ckpt"
+    candidates = [own] if own.is_file() else sorted(runs_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FileNotFoundError(
             f"ckpt_path=last: no checkpoints/last.ckpt under {runs_dir}. Pass the file itself: ckpt_path=/path/to/last.ckpt."
@@ -94,7 +95,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         logger=loggers or False,
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
     )
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.log_dir) / cfg.task_name)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
     try:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -1,10 +1,16 @@
-"""Attention rollout (Abnar & Zuidema, 2020): the method behind the paper's attention figures."""
+"""Attention rollout (Abnar & Zuidema, 2020), the method behind the paper's attention figures, and
+its overlays on the images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import Tensor
+from torchvision.transforms.v2 import functional as F_v2
 
 from vitlab.models.vit import VisionTransformer
 
@@ -28,9 +34,55 @@ def attention_rollout(model: VisionTransformer, images: Tensor, residual_weight:
     return to_patches.reshape(-1, model.grid_size, model.grid_size)
 
 
-def upsample_to_image(maps: Tensor, image_size: int) -> Tensor:
-    """Patch-grid maps ``[B, g, g]`` -> per-pixel maps ``[B, H, W]`` in [0, 1], for overlays."""
-    maps = F.interpolate(maps[:, None], size=(image_size, image_size), mode="bilinear", align_corners=False)[:, 0]
+def upsample_to_image(maps: Tensor, image_size: int | tuple[int, int]) -> Tensor:
+    """Patch-grid maps ``[B, g, g]`` -> per-pixel maps ``[B, H, W]`` in [0, 1], for overlays
+    (``image_size``: S for a square, or ``(H, W)``)."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     low = maps.flatten(1).min(dim=1).values[:, None, None]
     high = maps.flatten(1).max(dim=1).values[:, None, None]
     return (maps - low) / (high - low).clamp_min(1e-12)
+
+
+def save_attention_overlays(
+    model: VisionTransformer,
+    images: Tensor,
+    raw_images: Sequence[Tensor],
+    paths: Sequence[Path | str],
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.5,
+) -> list[Path]:
+    """One PNG per image: the picture beside its attention rollout laid over it.
+
+    ``images`` are the normalised model inputs ``[B, 3, S, S]``; ``raw_images`` the same pictures
+    for display (uint8 or float in [0, 1], ``[3, H, W]`` of any size: the rollout is stretched over
+    each).
+    """
+    if not len(images) == len(raw_images) == len(paths):
+        raise ValueError(
+            f"{len(images)} images, {len(raw_images)} raw images and {len(paths)} paths: pass one of each per image."
+        )
+    was_training = model.training
+    model.eval()  # no dropout in the embeddings and blocks the rollout runs through
+    device = next(model.parameters()).device
+    maps = attention_rollout(model, images.to(device)).float().cpu()  # [B, g, g]
+    model.train(was_training)
+    titles = titles or ["attention rollout"] * len(paths)
+    written = []
+    for raw, heat, path, title in zip(raw_images, maps, paths, titles, strict=True):
+        pixels = F_v2.to_dtype(raw, torch.float32, scale=True).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        heat_pixels = upsample_to_image(heat[None], pixels.shape[:2])[0]  # [H, W]
+        figure = Figure(figsize=(6.4, 3.4), dpi=100, layout="constrained")
+        picture, overlay = figure.subplots(1, 2)
+        picture.imshow(pixels)
+        picture.set_title("image")
+        overlay.imshow(pixels)
+        overlay.imshow(heat_pixels.numpy(), cmap="jet", alpha=alpha)
+        overlay.set_title(title)
+        for axes in (picture, overlay):
+            axes.axis("off")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+        written.append(path)
+    return written

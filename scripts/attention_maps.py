@@ -1,0 +1,59 @@
+"""Attention rollout of a trained model over some images: one PNG per image (the image | its rollout
+overlaid, titled with the prediction), optionally logged to W&B.
+
+    python scripts/attention_maps.py --ckpt logs/train/runs/<time>/checkpoints/last.ckpt \\
+        --images pizza.jpg data/pizza_steak_sushi/test --out attention [--wandb]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from vitlab.checkpoint import load_classifier
+from vitlab.data import eval_transform, load_image
+from vitlab.loggers import wandb_mode
+from vitlab.predict import image_files
+from vitlab.viz.attention import save_attention_overlays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint written by train.py")
+    parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--wandb", action="store_true", help="also log the PNGs to W&B (offline without an API key)")
+    parser.add_argument("--project", default="vitlab", help="the W&B project")
+    args = parser.parse_args()
+
+    module = load_classifier(args.ckpt).eval()
+    preprocessing = module.hparams.get("preprocessing") or {}  # the transform the model was trained with
+    pipeline = eval_transform(module.image_size, **{k: v for k, v in preprocessing.items() if v is not None})
+    files = image_files(args.images)
+    written: list[Path] = []
+    for start in range(0, len(files), args.batch_size):
+        batch = files[start : start + args.batch_size]
+        shown = [pipeline.prepare(load_image(file)) for file in batch]  # uint8, as the model sees it
+        inputs = torch.stack([pipeline.augment(image) for image in shown])
+        with torch.inference_mode():
+            probabilities = module(inputs).softmax(dim=-1)
+        titles = [
+            f"rollout | pred: {module.class_names[int(p.argmax())]} ({float(p.max()):.2f})" for p in probabilities
+        ]
+        paths = [args.out / f"{start + i:03d}_{file.stem}.png" for i, file in enumerate(batch)]
+        written += save_attention_overlays(module.model, inputs, shown, paths, titles)
+    print(f"{len(written)} attention maps in {args.out}")
+
+    if args.wandb:
+        import wandb
+
+        with wandb.init(project=args.project, job_type="attention", mode=wandb_mode(), dir=args.out) as run:
+            run.config.update({"ckpt": str(args.ckpt), "images": len(files)})
+            run.log({"attention": [wandb.Image(str(p), caption=f.name) for p, f in zip(written, files, strict=True)]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Data: datamodules for image folders (FoodVision Mini) and synthetic images, transforms, decoding."""
+
+from vitlab.data.datamodule import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
+from vitlab.data.folder import UnreadableImageError, load_image
+from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "SyntheticDataModule",
+    "UnreadableImageError",
+    "eval_transform",
+    "load_image",
+]

@@ -1,0 +1,285 @@
+"""LightningDataModules: image folders (FoodVision Mini and any ``train/ test/ [val/]`` tree) and
+synthetic images, sharing transforms, loaders and the MixUp/CutMix batch transform."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from vitlab.data import transforms
+from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all, list_classes, list_samples
+from vitlab.data.foodvision import download_dataset, is_image_folder
+from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
+
+Samples = list[tuple[Path, int]]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use, at most 8: the default loader workers and decoding threads
+    (more rarely help a single GPU, and they multiply memory)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, 8)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """What every image-classification datamodule shares; subclasses provide the datasets.
+
+    Training targets are int64 ``[B]``, or soft float ``[B, num_classes]`` when MixUp/CutMix is on
+    (``soft_targets``); validation and test targets are always int64 ``[B]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        train_transform: str = "none",
+        auto_augment: str = "trivialaugment",
+        random_erasing: float = 0.25,
+        mixup_alpha: float | None = None,
+        cutmix_alpha: float | None = None,
+        resize_size: int | None = None,
+        mean: Sequence[float] = transforms.IMAGENET_MEAN,
+        std: Sequence[float] = transforms.IMAGENET_STD,
+        pin_memory: bool | None = None,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1.")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers={num_workers}: must be >= 0, or null for one per CPU.")
+        self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+        self.num_workers = usable_cpus() if num_workers is None else num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_pipeline = transforms.train_transform(
+            train_transform, image_size, mean, std, resize_size, auto_augment, random_erasing
+        )
+        self.eval_pipeline = transforms.eval_transform(image_size, mean, std, resize_size)
+        self.mixup_alpha, self.cutmix_alpha = transforms.batch_alphas(
+            train_transform, mixup_alpha, cutmix_alpha
+        )
+        self.datasets: dict[str, LabelledImages] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether training batches carry mixed, soft targets ``[B, num_classes]``."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    @property
+    def predict_transform(self) -> transforms.Pipeline:
+        """The evaluation transform, for single images from ``load_image``."""
+        return self.eval_pipeline
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split} dataset yet: call setup() before asking for its dataloader.")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    @cached_property
+    def batch_transform(self) -> v2.Transform | None:
+        """MixUp/CutMix for training batches (``None`` when off); built once the classes are known."""
+        return transforms.batch_transform(self.num_classes, self.mixup_alpha, self.cutmix_alpha)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Mix on the device, after the transfer, and only while training."""
+        if self.soft_targets and self.trainer is not None and self.trainer.training:
+            images, targets = batch
+            return self.batch_transform(images, targets)
+        return batch
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """``root/{train,test}/<class>/*`` (plus ``val/`` if present), downloaded from ``url`` if absent.
+
+    Without ``val/``, validation is a seeded, per-class ``val_fraction`` of train, or the test split
+    when ``val_fraction=0`` (what the course does). ``setup`` decodes every file once, so corrupt
+    files are reported before training; with ``cache`` the resized images are kept in memory.
+    Other keyword arguments: see ``ImageDataModule``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        url: str | None = None,
+        sha256: str | None = None,
+        val_fraction: float = 0.1,
+        cache: bool = False,
+        skip_corrupt: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction={val_fraction}: must be in [0, 1) (0 validates on test/).")
+        self.root = Path(root).expanduser()
+        self.url, self.sha256 = url, sha256
+        self.val_fraction, self.cache, self.skip_corrupt = val_fraction, cache, skip_corrupt
+        self._class_names: list[str] | None = None
+
+    def prepare_data(self) -> None:
+        if self.url is not None and not is_image_folder(self.root):
+            download_dataset(self.url, self.root, self.sha256)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Sorted class folders of ``train/``: known after ``prepare_data``, without ``setup``."""
+        if self._class_names is None:
+            if not self.root.is_dir():
+                hint = "call prepare_data() to download it" if self.url else "set data.url to download it"
+                raise FileNotFoundError(
+                    f"data.root={self.root} does not exist: expected train/ and test/ folders there, "
+                    f"each with one folder per class. Point data.root at your images, or {hint}."
+                )
+            self._class_names = list_classes(self.root / "train")
+        return self._class_names
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:  # files are listed and checked once, whatever the stage
+            return
+        folders = {split: self.root / split for split in ("train", "val", "test")}
+        if not folders["val"].is_dir():
+            del folders["val"]
+        self._check_classes(folders)
+        listed = {split: list_samples(folder, self.class_names) for split, folder in folders.items()}
+        samples = {split: found for split, (found, _) in listed.items()}
+        unreadable = [(path, "not an image file") for _, not_images in listed.values() for path in not_images]
+        if "val" not in samples and self.val_fraction > 0:
+            samples["train"], samples["val"] = self._split_train(samples["train"])
+        pipelines = {"train": self.train_pipeline, "val": self.eval_pipeline, "test": self.eval_pipeline}
+        decoded: dict[str, list[Tensor | None]] = {}
+        for split, found in samples.items():
+            paths = [path for path, _ in found]
+            decoded[split], bad = decode_all(paths, pipelines[split].prepare, self.cache, usable_cpus())
+            unreadable += bad
+        self._handle_unreadable(unreadable)
+        skipped = {path for path, _ in unreadable}
+        datasets: dict[str, LabelledImages] = {}
+        for split, found in samples.items():
+            keep = [i for i, (path, _) in enumerate(found) if path not in skipped]
+            if not keep:
+                raise ValueError(f"no readable image left in {folders.get(split, folders['train'])}.")
+            datasets[split] = LabelledImages(
+                ImageFiles([found[i][0] for i in keep]),
+                [found[i][1] for i in keep],
+                pipelines[split].prepare,
+                pipelines[split].augment,
+                [decoded[split][i] for i in keep] if self.cache else None,
+            )
+        datasets.setdefault("val", datasets["test"])  # val_fraction=0: the course's choice
+        self.datasets = datasets
+
+    def _check_classes(self, folders: dict[str, Path]) -> None:
+        expected = self.class_names  # first: a missing root is reported as such
+        for split, folder in folders.items():
+            found = list_classes(folder)
+            if found != expected:
+                extra, missing = sorted(set(found) - set(expected)), sorted(set(expected) - set(found))
+                differences = [f"only in {split}/: {extra}"] if extra else []
+                differences += [f"missing from {split}/: {missing}"] if missing else []
+                raise ValueError(
+                    f"{folder} has classes {found} but {folders['train']} has {expected} "
+                    f"({'; '.join(differences)}). Give every split the same class folders."
+                )
+
+    def _split_train(self, samples: Samples) -> tuple[Samples, Samples]:
+        """Hold out ``val_fraction`` of each class (seeded), so every class is validated."""
+        generator = torch.Generator().manual_seed(self.seed)
+        train: Samples = []
+        val: Samples = []
+        for label in range(self.num_classes):
+            of_class = [s for s in samples if s[1] == label]
+            order = torch.randperm(len(of_class), generator=generator).tolist()
+            n_val = int(self.val_fraction * len(of_class) + 0.5)  # half up, unlike round()
+            if n_val == len(of_class):
+                raise ValueError(
+                    f"val_fraction={self.val_fraction} leaves no training image of class "
+                    f"{self.class_names[label]!r} ({len(of_class)} images): lower data.val_fraction."
+                )
+            val += [of_class[i] for i in order[:n_val]]
+            train += [of_class[i] for i in order[n_val:]]
+        if not val:
+            raise ValueError(
+                f"val_fraction={self.val_fraction} of {len(samples)} training images holds out none: "
+                f"raise data.val_fraction, add a val/ folder, or set it to 0 to validate on test/."
+            )
+        return sorted(train), sorted(val)
+
+    def _handle_unreadable(self, unreadable: list[tuple[Path, str]]) -> None:
+        if not unreadable:
+            return
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in sorted(unreadable))
+        if not self.skip_corrupt:
+            raise ValueError(
+                f"{len(unreadable)} unreadable file(s) under {self.root}:\n{listing}\n"
+                f"Delete or replace them, or {SKIP_HINT}."
+            )
+        rank_zero_warn(f"skipping {len(unreadable)} unreadable file(s) under {self.root}:\n{listing}")
+
+
+class SyntheticDataModule(ImageDataModule):
+    """Generated images (see ``synthetic.py``): any size and class count, no files.
+
+    Other keyword arguments: see ``ImageDataModule``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 3,
+        train_size: int = 240,
+        val_size: int = 60,
+        test_size: int = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._class_names = synthetic_class_names(num_classes)
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._class_names
+
+    def setup(self, stage: str | None = None) -> None:
+        offset = 0
+        for split, size in self.sizes.items():
+            images = SyntheticImages(self.num_classes, self.image_size, self.seed, offset)
+            pipeline = self.train_pipeline if split == "train" else self.eval_pipeline
+            labels = [images.label(i) for i in range(size)]
+            self.datasets[split] = LabelledImages(images, labels, pipeline.prepare, pipeline.augment)
+            offset += size

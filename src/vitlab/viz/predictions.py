@@ -1,0 +1,61 @@
+"""A grid of images with their predictions, as the course's ``pred_and_plot_image`` titles them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.transforms.v2 import functional as F
+
+CORRECT, WRONG, UNKNOWN = "green", "red", "black"
+
+
+def prediction_title(probabilities: Tensor, class_names: Sequence[str], true_label: int | None) -> tuple[str, str]:
+    """``("pred: sushi (0.93) | true: steak", colour)``: green when right, red when wrong, black
+    when the true class is unknown."""
+    predicted = int(probabilities.argmax())
+    title = f"pred: {class_names[predicted]} ({float(probabilities[predicted]):.2f})"
+    if true_label is None:
+        return title, UNKNOWN
+    return f"{title} | true: {class_names[true_label]}", CORRECT if predicted == true_label else WRONG
+
+
+def save_prediction_grid(
+    images: Tensor | Sequence[Tensor],
+    probabilities: Tensor,
+    class_names: Sequence[str],
+    path: Path | str,
+    true_labels: Sequence[int | None] | Tensor | None = None,
+    columns: int = 4,
+) -> Path:
+    """A PNG of ``images`` (``[N, 3, H, W]`` or a list of ``[3, H, W]``, any sizes; uint8, or float
+    in [0, 1], i.e. before normalisation) titled with each prediction of ``probabilities``
+    ``[N, classes]`` and, where known, the true class."""
+    if len(images) != len(probabilities):
+        raise ValueError(f"{len(images)} images but {len(probabilities)} rows of probabilities: pass one row per image.")
+    if probabilities.shape[-1] != len(class_names):
+        raise ValueError(
+            f"probabilities have {probabilities.shape[-1]} classes but {len(class_names)} class_names were given."
+        )
+    labels = [None] * len(images) if true_labels is None else [None if t is None else int(t) for t in true_labels]
+    if len(labels) != len(images):
+        raise ValueError(f"{len(labels)} true_labels for {len(images)} images: pass one per image (None where unknown).")
+    columns = max(1, min(columns, len(images)))
+    rows = math.ceil(len(images) / columns)
+    figure = Figure(figsize=(3.2 * columns, 3.4 * rows), dpi=100, layout="constrained")
+    panels = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axes, image, probs, label in zip(panels, images, probabilities, labels, strict=False):
+        pixels = F.to_dtype(image, torch.float32, scale=True).clamp(0, 1)
+        axes.imshow(pixels.permute(1, 2, 0).cpu().numpy())
+        title, colour = prediction_title(probs, class_names, label)
+        axes.set_title(title, color=colour, fontsize=9)
+    for axes in panels:  # every panel, the empty ones at the end of the last row included
+        axes.axis("off")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path

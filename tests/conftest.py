@@ -1,0 +1,95 @@
+"""Shared fixtures: small generated image folders, so no test needs downloaded data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they still work and are
+    # what vitlab.data uses until that migration, so this one named warning is not news in test runs.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning",
+    )
+
+
+def write_image(path: Path, label: int, size: int, seed: int) -> None:
+    """A JPEG whose colour depends on ``label`` (plus noise), so a model could learn the classes."""
+    rng = np.random.default_rng(seed)
+    colour = np.array([(label * 97) % 256, (label * 57 + 80) % 256, (label * 31 + 160) % 256])
+    pixels = colour + rng.normal(0, 20, (size, size + 8, 3))  # not square: resizing must handle that
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+@pytest.fixture
+def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """``make_image_folder(name, classes, n_per_class, size, splits)`` -> ``root`` holding
+    ``root/<split>/<class>/<i>.jpg``; ``n_per_class`` may be a dict per split."""
+
+    def make(
+        name: str = "images",
+        classes: Sequence[str] = ("pizza", "steak", "sushi"),
+        n_per_class: int | dict[str, int] = 4,
+        size: int = 32,
+        splits: Sequence[str] = ("train", "test"),
+    ) -> Path:
+        root = tmp_path / name
+        for split in splits:
+            count = n_per_class[split] if isinstance(n_per_class, dict) else n_per_class
+            for label, class_name in enumerate(classes):
+                for i in range(count):
+                    seed = (splits.index(split) * 1000 + label) * 1000 + i
+                    write_image(root / split / class_name / f"{i}.jpg", label, size, seed)
+        return root
+
+    return make
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# A run small enough for CPU tests: synthetic images, a 32-px image of 8-px patches, csv logs only.
+TINY_RUN = [
+    "data=synthetic",
+    "data.train_size=48",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "model=vit_ti16",
+    "model.image_size=32",
+    "model.patch_size=8",
+    "logger=csv",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "callbacks.model_summary=null",
+]
+
+
+@pytest.fixture(autouse=True)
+def _wandb_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may reach W&B's servers or write outside its own folder."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path) -> Callable[..., object]:
+    """``compose_config(*overrides, config_name="train")``: the config a user's command line gives,
+    composed over the real ``conf/``, with outputs under the test's folder."""
+    from hydra import compose, initialize_config_dir
+
+    def compose_with(*overrides: str, config_name: str = "train", tiny: bool = True):
+        base = [*TINY_RUN] if tiny and config_name == "train" else []
+        paths = [f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}"]
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name, overrides=[*base, *paths, *overrides])
+
+    return compose_with

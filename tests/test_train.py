@@ -1,0 +1,170 @@
+"""Training end to end through the real config tree: every model and experiment, learning,
+resuming after a crash, NaN handling, and evaluating and predicting from the checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torchvision
+
+from vitlab.eval import evaluate
+from vitlab.models.weights import to_torchvision
+from vitlab.predict import predict
+from vitlab.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
+EFFECTIVE_PATCH = {"vit_h14": 14, "vit_b32": 32, "vit_l32": 32}
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_model_config_trains_for_one_step(compose_config, model):
+    patch = EFFECTIVE_PATCH.get(model, 16)
+    cfg = compose_config(
+        f"model={model}", f"model.patch_size={patch}", f"model.image_size={2 * patch}", "+model.depth=1", "+trainer.fast_dev_run=1", "test=false"
+    )
+    results = train(cfg)
+    assert results["model"] == model
+    assert results["global_step"] == 1
+    assert results["params"] > 0
+
+
+def test_foodvision_scratch_experiment_runs_on_an_image_folder(compose_config, make_image_folder):
+    root = make_image_folder(n_per_class=2, size=40)
+    cfg = compose_config(
+        "experiment=foodvision_scratch", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
+        "model.image_size=32", "+trainer.fast_dev_run=1", tiny=False,
+    )
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.name) == (3e-3, 0.3, "vit_b16")
+    results = train(cfg)
+    assert results["global_step"] == 1
+
+
+class CaptureModule(L.Callback):
+    """Keeps the trained LightningModule for inspection after ``train`` returns."""
+
+    module: L.LightningModule | None = None
+
+    def on_train_end(self, trainer, module):
+        self.module = module
+
+
+@pytest.mark.slow
+def test_foodvision_finetune_experiment_loads_local_torchvision_weights(compose_config, make_image_folder, tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.vit_b_16()
+    weights = tmp_path / "vit_b_16.pth"
+    torch.save(reference.state_dict(), weights)
+    root = make_image_folder(n_per_class=2, size=40)
+    cfg = compose_config(
+        "experiment=foodvision_finetune", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
+        f"model.pretrained={weights}", "+trainer.fast_dev_run=1", "logger=csv", tiny=False,
+    )
+    assert (cfg.data.resize_size, cfg.model.image_size, cfg.model.freeze_backbone) == (256, 224, True)
+    capture = CaptureModule()
+    results = train(cfg, callbacks=[capture])
+    assert results["global_step"] == 1
+    model = capture.module.model
+    assert torch.equal(model.position_embedding.cpu(), reference.encoder.pos_embedding)
+    assert model.head.out_features == 3
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+
+
+def test_frozen_backbone_keeps_pretrained_weights_and_trains_the_head(compose_config, tmp_path):
+    from vitlab.models import create_model
+
+    source = create_model("vit_ti16", image_size=32, patch_size=8, num_classes=10)
+    torch.nn.init.normal_(source.position_embedding)
+    torch.save(to_torchvision(source.state_dict()), tmp_path / "tv.pth")
+    capture = CaptureModule()
+    cfg = compose_config(f"model.pretrained={tmp_path / 'tv.pth'}", "model.freeze_backbone=true", "test=false")
+    train(cfg, callbacks=[capture])
+    model = capture.module.model
+    assert torch.equal(model.position_embedding, source.position_embedding)
+    assert model.head.out_features == 3 and model.head.weight.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_vit_ti16_learns_synthetic_classes_to_90_percent(compose_config):
+    cfg = compose_config(
+        "data.train_size=240", "data.val_size=60", "optimizer=adamw", "trainer.max_epochs=5", "test=false"
+    )
+    results = train(cfg)
+    assert results["metrics"]["val/acc_best"] >= 0.9
+
+
+class CrashMidEpoch(L.Callback):
+    """Stands in for a killed process: raises in the middle of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == 1:
+            raise SystemExit("simulated kill")
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(compose_config, tmp_path):
+    uninterrupted = train(compose_config("trainer.max_epochs=3", "test=false"))
+    runs = tmp_path / "logs" / "train" / "runs"
+    with pytest.raises(SystemExit):
+        train(
+            compose_config("trainer.max_epochs=3", "test=false", f"paths.output_dir={runs / 'crashed'}"),
+            callbacks=[CrashMidEpoch(epoch=1)],
+        )
+    assert (runs / "crashed" / "checkpoints" / "last.ckpt").is_file()
+    resumed = train(
+        compose_config("trainer.max_epochs=3", "test=false", f"paths.output_dir={runs / 'resumed'}", "ckpt_path=last")
+    )
+    assert resumed["global_step"] == uninterrupted["global_step"] == 3 * 3
+    assert resumed["epochs"] == uninterrupted["epochs"] == 3
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message_and_keeps_checkpoints(compose_config, tmp_path):
+    class PoisonWeights(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    module.model.head.weight.fill_(float("nan"))
+
+    cfg = compose_config("trainer.max_epochs=3", "test=false")
+    with pytest.raises(FloatingPointError, match=r"training loss is nan at epoch 1.*Lower optimizer.lr"):
+        train(cfg, callbacks=[PoisonWeights()])
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_eval_and_predict_use_the_trained_checkpoint(compose_config, tmp_path, make_image_folder):
+    train(compose_config("trainer.max_epochs=1"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    eval_cfg = compose_config(
+        f"ckpt_path={checkpoint}", "data=synthetic", "data.test_size=17", "data.num_workers=0", "logger=none",
+        f"paths.output_dir={tmp_path / 'eval'}", config_name="eval",
+    )
+    metrics = evaluate(eval_cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert sum(map(sum, saved["confusion_matrix"])) == 17  # every test image counted once
+
+    folder = make_image_folder(name="photos", classes=("disc_0", "square_1"), n_per_class=2, splits=("test",))
+    predict_cfg = compose_config(
+        f"ckpt_path={checkpoint}", f"images=[{folder / 'test' / 'disc_0' / '0.jpg'},{folder / 'test'}]",
+        f"paths.output_dir={tmp_path / 'predict'}", config_name="predict",
+    )
+    probabilities = predict(predict_cfg)
+    assert probabilities.shape == (5, 3)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(5))
+    rows = (tmp_path / "predict" / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("image,predicted,probability") and len(rows) == 6
+    assert (tmp_path / "predict" / "predictions.png").stat().st_size > 0
+
+
+def test_eval_of_a_missing_checkpoint_says_where_checkpoints_are(compose_config, tmp_path):
+    cfg = compose_config(f"ckpt_path={tmp_path / 'nope.ckpt'}", "data=synthetic", config_name="eval")
+    with pytest.raises(FileNotFoundError, match=r"nope.ckpt: no such file.*checkpoints"):
+        evaluate(cfg)
