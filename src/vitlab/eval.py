@@ -44,7 +44,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     confusion = module.confusion["test"]
     log.info("confusion matrix (rows: true, columns: predicted; %s):\n%s", ", ".join(module.class_names), confusion)
     results = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "confusion_matrix": confusion.tolist()}
-    Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     return metrics
 
 
