@@ -20,12 +20,18 @@ from vitlab.viz.attention import save_attention_overlays
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint written by train.py")
-    parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument(
+        "--images", required=True, nargs="+", help="image files and/or folders (searched recursively)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--wandb", action="store_true", help="also log the PNGs to W&B (offline without an API key)")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the PNGs to W&B (offline without an API key)"
+    )
     parser.add_argument("--project", default="vitlab", help="the W&B project")
     args = parser.parse_args()
 
@@ -41,7 +47,8 @@ def main() -> None:
         with torch.inference_mode():
             probabilities = module(inputs).softmax(dim=-1)
         titles = [
-            f"rollout | pred: {module.class_names[int(p.argmax())]} ({float(p.max()):.2f})" for p in probabilities
+            f"rollout | pred: {module.class_names[int(p.argmax())]} ({float(p.max()):.2f})"
+            for p in probabilities
         ]
         paths = [args.out / f"{start + i:03d}_{file.stem}.png" for i, file in enumerate(batch)]
         written += save_attention_overlays(module.model, inputs, shown, paths, titles)
@@ -52,7 +59,13 @@ def main() -> None:
 
         with wandb.init(project=args.project, job_type="attention", mode=wandb_mode(), dir=args.out) as run:
             run.config.update({"ckpt": str(args.ckpt), "images": len(files)})
-            run.log({"attention": [wandb.Image(str(p), caption=f.name) for p, f in zip(written, files, strict=True)]})
+            run.log(
+                {
+                    "attention": [
+                        wandb.Image(str(p), caption=f.name) for p, f in zip(written, files, strict=True)
+                    ]
+                }
+            )
 
 
 if __name__ == "__main__":

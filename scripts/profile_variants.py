@@ -20,13 +20,19 @@ from vitlab.tables import markdown_table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", nargs="+", default=available_models(), help="default: all registered")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--num-classes", type=int, default=1000, help="1000: torchvision's published counts")
-    parser.add_argument("--device", default="cpu", help="where speed and memory are measured: cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--device", default="cpu", help="where speed and memory are measured: cpu, cuda, cuda:1"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timed steps per measurement")
+    parser.add_argument(
+        "--min-run-time", type=float, default=1.0, help="seconds of timed steps per measurement"
+    )
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument("--measure", action="store_true", help="time every variant, however slow")
     timing.add_argument("--skip-measure", action="store_true", help="counts only, no timing")

@@ -14,17 +14,27 @@ from vitlab.sweep import summarize_sweep, summarize_wandb
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", nargs="?", type=Path, help="a Hydra multirun folder; the summary is written into it")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (needs network)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "sweep_dir", nargs="?", type=Path, help="a Hydra multirun folder; the summary is written into it"
+    )
+    parser.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (needs network)"
+    )
     parser.add_argument("--group", help="the W&B group: the multirun folder's name")
-    parser.add_argument("--out", type=Path, help="where a W&B summary goes (default: logs/sweep_summaries/<group>)")
+    parser.add_argument(
+        "--out", type=Path, help="where a W&B summary goes (default: logs/sweep_summaries/<group>)"
+    )
     args = parser.parse_args()
     if (args.sweep_dir is None) == (args.wandb is None):
         parser.error("pass either a multirun folder or --wandb ENTITY/PROJECT --group GROUP")
     if args.wandb:
         if not args.group:
-            parser.error("--wandb needs --group (the multirun folder's name, which train.py uses as the W&B group)")
+            parser.error(
+                "--wandb needs --group (the multirun folder's name, which train.py uses as the W&B group)"
+            )
         out_dir = args.out or Path("logs/sweep_summaries") / args.group
         summarize_wandb(args.wandb, args.group, out_dir)
     else:

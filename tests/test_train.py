@@ -25,7 +25,7 @@ EFFECTIVE_PATCH = {"vit_h14": 14, "vit_b32": 32, "vit_l32": 32}
 def test_every_model_config_trains_for_one_step(compose_config, model):
     patch = EFFECTIVE_PATCH.get(model, 16)
     cfg = compose_config(
-        f"model={model}", f"model.patch_size={patch}", f"model.image_size={2 * patch}", "+model.depth=1", "+trainer.fast_dev_run=1", "test=false"
+        f"model={model}", f"model.patch_size={patch}", f"model.image_size={2 * patch}", "+model.depth=1", "trainer.fast_dev_run=1", "test=false"
     )
     results = train(cfg)
     assert results["model"] == model
@@ -37,7 +37,7 @@ def test_foodvision_scratch_experiment_runs_on_an_image_folder(compose_config, m
     root = make_image_folder(n_per_class=2, size=40)
     cfg = compose_config(
         "experiment=foodvision_scratch", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
-        "model.image_size=32", "+trainer.fast_dev_run=1", tiny=False,
+        "model.image_size=32", "trainer.fast_dev_run=1", tiny=False,
     )
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.name) == (3e-3, 0.3, "vit_b16")
     results = train(cfg)
@@ -62,7 +62,7 @@ def test_foodvision_finetune_experiment_loads_local_torchvision_weights(compose_
     root = make_image_folder(n_per_class=2, size=40)
     cfg = compose_config(
         "experiment=foodvision_finetune", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
-        f"model.pretrained={weights}", "+trainer.fast_dev_run=1", "logger=csv", tiny=False,
+        f"model.pretrained={weights}", "trainer.fast_dev_run=1", "logger=csv", tiny=False,
     )
     assert (cfg.data.resize_size, cfg.model.image_size, cfg.model.freeze_backbone) == (256, 224, True)
     capture = CaptureModule()

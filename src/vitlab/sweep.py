@@ -119,7 +119,9 @@ def folder_runs(sweep_dir: Path | str) -> list[SweepRun]:
     runs = []
     for file in files:
         metrics_csv = file.parent / "csv" / "metrics.csv"
-        runs.append(SweepRun(job_row(file, hidden), read_csv_history(metrics_csv) if metrics_csv.is_file() else []))
+        runs.append(
+            SweepRun(job_row(file, hidden), read_csv_history(metrics_csv) if metrics_csv.is_file() else [])
+        )
     return runs
 
 
@@ -146,7 +148,9 @@ def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
     model = run.config["model"]
     summary = run.summary_metrics
     # num_classes=0: the backbone alone, as the class count is unknown (see wandb_runs).
-    params, macs = variant_cost(model["name"], image_size=model["image_size"], num_classes=0, patch_size=model["patch_size"])
+    params, macs = variant_cost(
+        model["name"], image_size=model["image_size"], num_classes=0, patch_size=model["patch_size"]
+    )
     row = {
         "job": run.id,
         "model": model["name"],
@@ -159,7 +163,12 @@ def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
     }
     # One request per metric: a request for several keys returns only the rows holding all of them,
     # and train and validation metrics are logged in different rows.
-    history = [point for keys in CURVES.values() for key in keys for point in run.history(keys=["epoch", key], pandas=False)]
+    history = [
+        point
+        for keys in CURVES.values()
+        for key in keys
+        for point in run.history(keys=["epoch", key], pandas=False)
+    ]
     return SweepRun(row, history)
 
 
@@ -169,7 +178,9 @@ def write_summary(runs: Sequence[SweepRun], out_dir: Path | str) -> list[Path]:
     rows = [run.row for run in runs]
     files = list(write_tables(rows, COLUMNS, out_dir / "summary"))
     files.append(plot_accuracy_vs_cost(rows, "params", out_dir / "accuracy_vs_params.png", "parameters"))
-    files.append(plot_accuracy_vs_cost(rows, "gmacs", out_dir / "accuracy_vs_gmacs.png", "forward GMACs per image"))
+    files.append(
+        plot_accuracy_vs_cost(rows, "gmacs", out_dir / "accuracy_vs_gmacs.png", "forward GMACs per image")
+    )
     for run in runs:
         if run.history:
             title = f"{run.row['job']}: {run.row['model']} {run.row['overrides']}"

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vitlab.config import CONFIG_DIR, PREPROCESSING_KEYS, model_options, print_tree, resolve_precision, validate
+from vitlab.config import CONFIG_DIR, PREPROCESSING_KEYS, ConfigError, model_options, print_tree, resolve_precision, validate
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.training.module import ViTClassifier
 
@@ -117,6 +117,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "metrics": metrics,
+        "test_confusion_matrix": module.confusion["test"].tolist() if "test" in module.confusion else None,
     }
     if trainer.is_global_zero:
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -125,7 +126,10 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except (ConfigError, FileNotFoundError) as error:  # a typo or a wrong path deserves a message, not a traceback
+        raise SystemExit(f"error: {error}") from None
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -93,10 +94,19 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} dataset yet: call setup() before asking for its dataloader.")
+        dataset = self.datasets[split]
+        sampler = None
+        if split != "train" and self.trainer is not None and self.trainer.world_size > 1:
+            # Each evaluation image on exactly one rank: Lightning's default sampler would pad the
+            # last ranks with repeated images, and they would be counted twice in the metrics.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
             shuffle=split == "train",
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,

@@ -67,9 +67,13 @@ def count_macs(model: nn.Module, image_size: int | None = None) -> int:
     """
     size = image_size or getattr(model, "image_size", None)
     if size is None:
-        raise ValueError(f"{type(model).__name__} has no image_size attribute: pass count_macs(model, image_size=...).")
+        raise ValueError(
+            f"{type(model).__name__} has no image_size attribute: pass count_macs(model, image_size=...)."
+        )
     parameter = next(model.parameters())
-    images = torch.empty(1, getattr(model, "in_channels", 3), size, size, device=parameter.device, dtype=parameter.dtype)
+    images = torch.empty(
+        1, getattr(model, "in_channels", 3), size, size, device=parameter.device, dtype=parameter.dtype
+    )
     was_training = model.training
     model.eval()
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
@@ -78,7 +82,9 @@ def count_macs(model: nn.Module, image_size: int | None = None) -> int:
     return counter.get_total_flops() // 2
 
 
-def variant_cost(name: str, image_size: int = 224, num_classes: int = 1000, **overrides: Any) -> tuple[int, int]:
+def variant_cost(
+    name: str, image_size: int = 224, num_classes: int = 1000, **overrides: Any
+) -> tuple[int, int]:
     """``(parameters, forward MACs per image)`` of a variant, built on the meta device: instant even
     for ViT-H/14."""
     with torch.device("meta"):
@@ -173,7 +179,9 @@ def measure_speed(
     """Training (forward, backward, AdamW step) and inference images/s and peak memory of a variant
     on random images, in a fresh process so that the peak belongs to this model alone."""
     if num_classes < 1:
-        raise ValueError(f"num_classes={num_classes}: measuring a training step needs a head (num_classes >= 1).")
+        raise ValueError(
+            f"num_classes={num_classes}: measuring a training step needs a head (num_classes >= 1)."
+        )
     context = multiprocessing.get_context("spawn")  # a fork would share the parent's memory peak
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         job = pool.submit(_measure_here, name, image_size, num_classes, device, batch_size, min_run_time)
@@ -237,4 +245,3 @@ def profile_variants(
             }
         rows.append(row | _paper_row(name))
     return rows
-

@@ -14,7 +14,9 @@ from torchvision.transforms.v2 import functional as F
 CORRECT, WRONG, UNKNOWN = "green", "red", "black"
 
 
-def prediction_title(probabilities: Tensor, class_names: Sequence[str], true_label: int | None) -> tuple[str, str]:
+def prediction_title(
+    probabilities: Tensor, class_names: Sequence[str], true_label: int | None
+) -> tuple[str, str]:
     """``("pred: sushi (0.93) | true: steak", colour)``: green when right, red when wrong, black
     when the true class is unknown."""
     predicted = int(probabilities.argmax())
@@ -36,14 +38,20 @@ def save_prediction_grid(
     in [0, 1], i.e. before normalisation) titled with each prediction of ``probabilities``
     ``[N, classes]`` and, where known, the true class."""
     if len(images) != len(probabilities):
-        raise ValueError(f"{len(images)} images but {len(probabilities)} rows of probabilities: pass one row per image.")
+        raise ValueError(
+            f"{len(images)} images but {len(probabilities)} rows of probabilities: pass one row per image."
+        )
     if probabilities.shape[-1] != len(class_names):
         raise ValueError(
             f"probabilities have {probabilities.shape[-1]} classes but {len(class_names)} class_names were given."
         )
-    labels = [None] * len(images) if true_labels is None else [None if t is None else int(t) for t in true_labels]
+    labels = (
+        [None] * len(images) if true_labels is None else [None if t is None else int(t) for t in true_labels]
+    )
     if len(labels) != len(images):
-        raise ValueError(f"{len(labels)} true_labels for {len(images)} images: pass one per image (None where unknown).")
+        raise ValueError(
+            f"{len(labels)} true_labels for {len(images)} images: pass one per image (None where unknown)."
+        )
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     figure = Figure(figsize=(3.2 * columns, 3.4 * rows), dpi=100, layout="constrained")

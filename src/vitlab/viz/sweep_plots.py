@@ -31,10 +31,18 @@ def plot_accuracy_vs_cost(
     axes = figure.subplots()
     for accuracy, marker in zip(accuracies, "os^v", strict=False):
         points = [row for row in rows if row.get(cost) is not None and row.get(accuracy) is not None]
-        axes.scatter([row[cost] for row in points], [row[accuracy] for row in points], marker=marker, label=accuracy)
+        axes.scatter(
+            [row[cost] for row in points], [row[accuracy] for row in points], marker=marker, label=accuracy
+        )
         if accuracy == accuracies[0]:
             for row in points:
-                axes.annotate(run_label(row), (row[cost], row[accuracy]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                axes.annotate(
+                    run_label(row),
+                    (row[cost], row[accuracy]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=8,
+                )
     axes.set_xscale("log")
     axes.set(xlabel=cost_label or cost, ylabel="accuracy", title=f"accuracy vs {cost_label or cost}")
     axes.grid(True, which="both", alpha=0.3)

@@ -1,0 +1,51 @@
+"""The predict command's image grid."""
+
+import pytest
+import torch
+from matplotlib.image import imread
+
+from vitlab.viz.predictions import prediction_title, save_prediction_grid
+
+CLASSES = ["pizza", "steak", "sushi"]
+
+
+def test_titles_say_prediction_probability_and_truth_in_the_course_colours():
+    probabilities = torch.tensor([0.05, 0.02, 0.93])
+    assert prediction_title(probabilities, CLASSES, 2) == ("pred: sushi (0.93) | true: sushi", "green")
+    assert prediction_title(probabilities, CLASSES, 1) == ("pred: sushi (0.93) | true: steak", "red")
+    assert prediction_title(probabilities, CLASSES, None) == ("pred: sushi (0.93)", "black")
+
+
+def test_grid_takes_a_list_of_images_of_any_size_and_dtype(tmp_path):
+    images = [
+        torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8),
+        torch.rand(3, 32, 32),
+        torch.randint(0, 256, (3, 50, 30), dtype=torch.uint8),
+        torch.rand(3, 32, 32),
+        torch.rand(3, 24, 24),
+    ]
+    probabilities = torch.softmax(torch.randn(5, 3), dim=-1)
+    path = save_prediction_grid(
+        images, probabilities, CLASSES, tmp_path / "out" / "grid.png", true_labels=[0, None, 2, 1, 0]
+    )
+    pixels = imread(path)
+    assert pixels.shape[:2] == (2 * 340, 4 * 320)  # 4 columns, 2 rows at 100 dpi
+    assert pixels.std() > 0
+
+
+def test_grid_takes_a_batch_tensor_and_tensor_labels(tmp_path):
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    path = save_prediction_grid(
+        images, torch.eye(3)[:2], CLASSES, tmp_path / "grid.png", true_labels=torch.tensor([0, 2])
+    )
+    assert imread(path).shape[:2] == (340, 2 * 320)
+
+
+def test_mismatched_inputs_are_reported():
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"2 images but 3 rows of probabilities"):
+        save_prediction_grid(images, torch.rand(3, 3), CLASSES, "unused.png")
+    with pytest.raises(ValueError, match=r"probabilities have 4 classes but 3 class_names"):
+        save_prediction_grid(images, torch.rand(2, 4), CLASSES, "unused.png")
+    with pytest.raises(ValueError, match=r"1 true_labels for 2 images"):
+        save_prediction_grid(images, torch.rand(2, 3), CLASSES, "unused.png", true_labels=[0])
