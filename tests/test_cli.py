@@ -20,7 +20,14 @@ def run_train(tmp_path: Path, *overrides: str, timeout: int = 300) -> subprocess
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     flags = [o for o in overrides if o.startswith("-")]
     overrides = tuple(o for o in overrides if not o.startswith("-"))
-    command = [sys.executable, str(ROOT / "train.py"), *flags, *TINY_RUN, f"paths.log_dir={tmp_path / 'logs'}", *overrides]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *flags,
+        *TINY_RUN,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *overrides,
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -52,13 +59,21 @@ def wandb_records(run_file: Path):
 @pytest.mark.slow
 def test_two_cpu_processes_train_with_ddp_and_count_each_test_image_once(tmp_path):
     run_train(
-        tmp_path, "trainer.devices=2", "trainer.strategy=ddp", "data.test_size=17", "trainer.max_epochs=2",
-        f"hydra.run.dir={tmp_path / 'run'}", timeout=400,
+        tmp_path,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "data.test_size=17",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=400,
     )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert sum(map(sum, results["test_confusion_matrix"])) == 17  # not 18: no padded duplicate
     assert results["global_step"] == 2 * 2  # 48 images / 2 ranks / batch 16 = 2 steps per epoch
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_001.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "epoch_001.ckpt",
+        "last.ckpt",
+    ]
     assert len(list(tmp_path.rglob("results.json"))) == 1  # only rank 0 writes
 
 
@@ -104,7 +119,10 @@ def test_wandb_sweep_command_is_accepted_by_train(compose_config):
 
     sweep = yaml.safe_load((ROOT / "scripts" / "wandb_sweep.yaml").read_text())
     assert sweep["program"] == "train.py" and "${args_no_hyphens}" in sweep["command"]
-    chosen = {name: {"value": spec["values"][-1] if "values" in spec else spec["min"]} for name, spec in sweep["parameters"].items()}
+    chosen = {
+        name: {"value": spec["values"][-1] if "values" in spec else spec["min"]}
+        for name, spec in sweep["parameters"].items()
+    }
     agent_args = create_sweep_command_args({"args": chosen})["args_no_hyphens"]
     extra = [arg for arg in sweep["command"] if not arg.startswith("${")]
     cfg = compose_config(*agent_args, *extra)
@@ -115,12 +133,20 @@ def test_wandb_sweep_command_is_accepted_by_train(compose_config):
 
 def test_invalid_options_fail_before_any_data_loads_and_name_the_option(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline"}
-    command = [sys.executable, str(ROOT / "train.py"), "data=imagefolder", f"data.root={tmp_path / 'absent'}", "optimizer.lr=-1"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "data=imagefolder",
+        f"data.root={tmp_path / 'absent'}",
+        "optimizer.lr=-1",
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "optimizer.lr=-1" in result.stderr and "positive learning rate" in result.stderr
     assert "Traceback" not in result.stderr
-    assert "FileNotFoundError" not in result.stderr and "not found" not in result.stderr  # data never looked at
+    assert (
+        "FileNotFoundError" not in result.stderr and "not found" not in result.stderr
+    )  # data never looked at
 
 
 def test_console_script_is_installed():

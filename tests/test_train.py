@@ -17,7 +17,7 @@ from vitlab.predict import predict
 from vitlab.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
+MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 EFFECTIVE_PATCH = {"vit_h14": 14, "vit_b32": 32, "vit_l32": 32}
 
 
@@ -25,7 +25,12 @@ EFFECTIVE_PATCH = {"vit_h14": 14, "vit_b32": 32, "vit_l32": 32}
 def test_every_model_config_trains_for_one_step(compose_config, model):
     patch = EFFECTIVE_PATCH.get(model, 16)
     cfg = compose_config(
-        f"model={model}", f"model.patch_size={patch}", f"model.image_size={2 * patch}", "+model.depth=1", "trainer.fast_dev_run=1", "test=false"
+        f"model={model}",
+        f"model.patch_size={patch}",
+        f"model.image_size={2 * patch}",
+        "+model.depth=1",
+        "trainer.fast_dev_run=1",
+        "test=false",
     )
     results = train(cfg)
     assert results["model"] == model
@@ -36,8 +41,13 @@ def test_every_model_config_trains_for_one_step(compose_config, model):
 def test_foodvision_scratch_experiment_runs_on_an_image_folder(compose_config, make_image_folder):
     root = make_image_folder(n_per_class=2, size=40)
     cfg = compose_config(
-        "experiment=foodvision_scratch", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
-        "model.image_size=32", "trainer.fast_dev_run=1", tiny=False,
+        "experiment=foodvision_scratch",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "model.image_size=32",
+        "trainer.fast_dev_run=1",
+        tiny=False,
     )
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.name) == (3e-3, 0.3, "vit_b16")
     results = train(cfg)
@@ -54,15 +64,23 @@ class CaptureModule(L.Callback):
 
 
 @pytest.mark.slow
-def test_foodvision_finetune_experiment_loads_local_torchvision_weights(compose_config, make_image_folder, tmp_path):
+def test_foodvision_finetune_experiment_loads_local_torchvision_weights(
+    compose_config, make_image_folder, tmp_path
+):
     torch.manual_seed(0)
     reference = torchvision.models.vit_b_16()
     weights = tmp_path / "vit_b_16.pth"
     torch.save(reference.state_dict(), weights)
     root = make_image_folder(n_per_class=2, size=40)
     cfg = compose_config(
-        "experiment=foodvision_finetune", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
-        f"model.pretrained={weights}", "trainer.fast_dev_run=1", "logger=csv", tiny=False,
+        "experiment=foodvision_finetune",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        f"model.pretrained={weights}",
+        "trainer.fast_dev_run=1",
+        "logger=csv",
+        tiny=False,
     )
     assert (cfg.data.resize_size, cfg.model.image_size, cfg.model.freeze_backbone) == (256, 224, True)
     capture = CaptureModule()
@@ -81,7 +99,9 @@ def test_frozen_backbone_keeps_pretrained_weights_and_trains_the_head(compose_co
     torch.nn.init.normal_(source.position_embedding)
     torch.save(to_torchvision(source.state_dict()), tmp_path / "tv.pth")
     capture = CaptureModule()
-    cfg = compose_config(f"model.pretrained={tmp_path / 'tv.pth'}", "model.freeze_backbone=true", "test=false")
+    cfg = compose_config(
+        f"model.pretrained={tmp_path / 'tv.pth'}", "model.freeze_backbone=true", "test=false"
+    )
     train(cfg, callbacks=[capture])
     model = capture.module.model
     assert torch.equal(model.position_embedding, source.position_embedding)
@@ -118,7 +138,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(compose_config, t
         )
     assert (runs / "crashed" / "checkpoints" / "last.ckpt").is_file()
     resumed = train(
-        compose_config("trainer.max_epochs=3", "test=false", f"paths.output_dir={runs / 'resumed'}", "ckpt_path=last")
+        compose_config(
+            "trainer.max_epochs=3", "test=false", f"paths.output_dir={runs / 'resumed'}", "ckpt_path=last"
+        )
     )
     assert resumed["global_step"] == uninterrupted["global_step"] == 3 * 3
     assert resumed["epochs"] == uninterrupted["epochs"] == 3
@@ -143,8 +165,13 @@ def test_eval_and_predict_use_the_trained_checkpoint(compose_config, tmp_path, m
     train(compose_config("trainer.max_epochs=1"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     eval_cfg = compose_config(
-        f"ckpt_path={checkpoint}", "data=synthetic", "data.test_size=17", "data.num_workers=0", "logger=none",
-        f"paths.output_dir={tmp_path / 'eval'}", config_name="eval",
+        f"ckpt_path={checkpoint}",
+        "data=synthetic",
+        "data.test_size=17",
+        "data.num_workers=0",
+        "logger=none",
+        f"paths.output_dir={tmp_path / 'eval'}",
+        config_name="eval",
     )
     metrics = evaluate(eval_cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
@@ -153,8 +180,10 @@ def test_eval_and_predict_use_the_trained_checkpoint(compose_config, tmp_path, m
 
     folder = make_image_folder(name="photos", classes=("disc_0", "square_1"), n_per_class=2, splits=("test",))
     predict_cfg = compose_config(
-        f"ckpt_path={checkpoint}", f"images=[{folder / 'test' / 'disc_0' / '0.jpg'},{folder / 'test'}]",
-        f"paths.output_dir={tmp_path / 'predict'}", config_name="predict",
+        f"ckpt_path={checkpoint}",
+        f"images=[{folder / 'test' / 'disc_0' / '0.jpg'},{folder / 'test'}]",
+        f"paths.output_dir={tmp_path / 'predict'}",
+        config_name="predict",
     )
     probabilities = predict(predict_cfg)
     assert probabilities.shape == (5, 3)

@@ -17,7 +17,9 @@ class ConfigError(ValueError):
 
 def _check(condition: bool, option: str, value: Any, expected: str) -> None:
     if not condition:
-        raise ConfigError(f"{option}={value!r} is invalid: expected {expected}. Fix it on the command line, e.g. {option}=...")
+        raise ConfigError(
+            f"{option}={value!r} is invalid: expected {expected}. Fix it on the command line, e.g. {option}=..."
+        )
 
 
 # Data options a checkpoint must carry so that its inputs are prepared as in training.
@@ -26,7 +28,16 @@ PREPROCESSING_KEYS = ("mean", "std", "resize_size")
 
 def model_options(model_cfg: DictConfig) -> dict[str, Any]:
     """The ``create_model`` overrides a model config carries (name, weights and freezing aside)."""
-    keys = ("image_size", "patch_size", "dropout", "attn_dropout", "drop_path", "pooling", "representation_size", "depth")
+    keys = (
+        "image_size",
+        "patch_size",
+        "dropout",
+        "attn_dropout",
+        "drop_path",
+        "pooling",
+        "representation_size",
+        "depth",
+    )
     return {key: model_cfg[key] for key in keys if key in model_cfg}
 
 
@@ -35,8 +46,18 @@ def validate(cfg: DictConfig) -> None:
     from vitlab.models import create_model
 
     model = cfg.model
-    _check(isinstance(model.image_size, int) and model.image_size > 0, "model.image_size", model.image_size, "a positive integer")
-    _check(isinstance(model.patch_size, int) and model.patch_size > 0, "model.patch_size", model.patch_size, "a positive integer")
+    _check(
+        isinstance(model.image_size, int) and model.image_size > 0,
+        "model.image_size",
+        model.image_size,
+        "a positive integer",
+    )
+    _check(
+        isinstance(model.patch_size, int) and model.patch_size > 0,
+        "model.patch_size",
+        model.patch_size,
+        "a positive integer",
+    )
     if model.image_size % model.patch_size:
         raise ConfigError(
             f"model.image_size={model.image_size} is not divisible by model.patch_size={model.patch_size}: "
@@ -51,16 +72,36 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model={model.name}: {error}") from None
     if "optimizer" in cfg:
         _check(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "a positive learning rate")
-        _check(cfg.optimizer.get("weight_decay", 0) >= 0, "optimizer.weight_decay", cfg.optimizer.get("weight_decay"), ">= 0")
-    _check(cfg.get("label_smoothing", 0.0) is not None and 0 <= cfg.get("label_smoothing", 0.0) < 1, "label_smoothing", cfg.get("label_smoothing"), "a value in [0, 1)")
+        _check(
+            cfg.optimizer.get("weight_decay", 0) >= 0,
+            "optimizer.weight_decay",
+            cfg.optimizer.get("weight_decay"),
+            ">= 0",
+        )
+    _check(
+        cfg.get("label_smoothing", 0.0) is not None and 0 <= cfg.get("label_smoothing", 0.0) < 1,
+        "label_smoothing",
+        cfg.get("label_smoothing"),
+        "a value in [0, 1)",
+    )
     data = cfg.data
     _check(data.batch_size > 0, "data.batch_size", data.batch_size, "a positive integer")
     if "val_fraction" in data:
         _check(0 <= data.val_fraction < 1, "data.val_fraction", data.val_fraction, "a value in [0, 1)")
     if "trainer" in cfg:
         trainer = cfg.trainer
-        _check(trainer.get("max_epochs", 1) is None or trainer.get("max_epochs", 1) >= -1, "trainer.max_epochs", trainer.get("max_epochs"), ">= 1 (or -1 for no limit)")
-        _check(trainer.get("accumulate_grad_batches", 1) >= 1, "trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches"), ">= 1")
+        _check(
+            trainer.get("max_epochs", 1) is None or trainer.get("max_epochs", 1) >= -1,
+            "trainer.max_epochs",
+            trainer.get("max_epochs"),
+            ">= 1 (or -1 for no limit)",
+        )
+        _check(
+            trainer.get("accumulate_grad_batches", 1) >= 1,
+            "trainer.accumulate_grad_batches",
+            trainer.get("accumulate_grad_batches"),
+            ">= 1",
+        )
         clip = trainer.get("gradient_clip_val")
         _check(clip is None or clip >= 0, "trainer.gradient_clip_val", clip, ">= 0 or null")
 

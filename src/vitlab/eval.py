@@ -32,17 +32,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"the checkpoint's classes {module.class_names} differ from the data's {datamodule.class_names} "
             f"(data.root={cfg.data.get('root')}): evaluate on data with the classes the model was trained on."
         )
-    loggers = build_loggers(cfg.get("logger"), run_name=f"eval {Path(cfg.ckpt_path).name}", group=None,
-                            config=OmegaConf.to_container(cfg, resolve=True))
+    loggers = build_loggers(
+        cfg.get("logger"),
+        run_name=f"eval {Path(cfg.ckpt_path).name}",
+        group=None,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+        cfg.trainer,
+        logger=loggers or False,
+        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
     )
     try:
         (metrics,) = trainer.test(module, datamodule=datamodule)
     finally:
         finish_wandb()
     confusion = module.confusion["test"]
-    log.info("confusion matrix (rows: true, columns: predicted; %s):\n%s", ", ".join(module.class_names), confusion)
+    log.info(
+        "confusion matrix (rows: true, columns: predicted; %s):\n%s", ", ".join(module.class_names), confusion
+    )
     results = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "confusion_matrix": confusion.tolist()}
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

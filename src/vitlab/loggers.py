@@ -34,7 +34,9 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
 
 
-def build_loggers(logger_cfg: DictConfig | None, run_name: str, group: str | None, config: dict[str, Any]) -> list[Logger]:
+def build_loggers(
+    logger_cfg: DictConfig | None, run_name: str, group: str | None, config: dict[str, Any]
+) -> list[Logger]:
     """Instantiate every logger in ``cfg.logger`` and record the resolved config with each."""
     loggers: list[Logger] = []
     for name, options in (logger_cfg or {}).items():
@@ -51,7 +53,10 @@ def build_loggers(logger_cfg: DictConfig | None, run_name: str, group: str | Non
 
 
 def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> WandbLogger:
-    overrides: dict[str, Any] = {"name": options.get("name") or run_name, "group": options.get("group") or group}
+    overrides: dict[str, Any] = {
+        "name": options.get("name") or run_name,
+        "group": options.get("group") or group,
+    }
     mode = "offline" if options.get("offline") else wandb_mode()
     if mode == "offline" and not options.get("offline"):
         log.warning(

@@ -29,12 +29,16 @@ def image_files(sources: str | Sequence[str]) -> list[Path]:
         if source.is_dir():
             found = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
             if not found:
-                raise FileNotFoundError(f"images={source}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)}).")
+                raise FileNotFoundError(
+                    f"images={source}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)})."
+                )
             files += found
         elif source.is_file():
             files.append(source)
         else:
-            raise FileNotFoundError(f"images={source}: no such file or folder. Pass image files or folders: images=[a.jpg,dir/].")
+            raise FileNotFoundError(
+                f"images={source}: no such file or folder. Pass image files or folders: images=[a.jpg,dir/]."
+            )
     return files
 
 
@@ -51,14 +55,18 @@ def predict_files(module, files: Sequence[Path], batch_size: int = 32) -> torch.
     return torch.cat(probabilities)
 
 
-def print_predictions(files: Sequence[Path], probabilities: torch.Tensor, class_names: Sequence[str], top_k: int) -> None:
+def print_predictions(
+    files: Sequence[Path], probabilities: torch.Tensor, class_names: Sequence[str], top_k: int
+) -> None:
     table = Table(title="predictions")
     table.add_column("image")
     for rank in range(1, top_k + 1):
         table.add_column(f"#{rank}")
     values, indices = probabilities.topk(top_k, dim=-1)
     for file, top_values, top_indices in zip(files, values, indices, strict=True):
-        table.add_row(str(file), *[f"{class_names[i]} {v:.3f}" for v, i in zip(top_values, top_indices, strict=True)])
+        table.add_row(
+            str(file), *[f"{class_names[i]} {v:.3f}" for v, i in zip(top_values, top_indices, strict=True)]
+        )
     Console().print(table)
 
 
@@ -75,18 +83,26 @@ def predict(cfg: DictConfig) -> torch.Tensor:
         writer = csv.writer(handle)
         writer.writerow(["image", "predicted", "probability", *class_names])
         for file, probs in zip(files, probabilities, strict=True):
-            writer.writerow([file, class_names[int(probs.argmax())], f"{probs.max():.4f}", *[f"{p:.4f}" for p in probs]])
+            writer.writerow(
+                [file, class_names[int(probs.argmax())], f"{probs.max():.4f}", *[f"{p:.4f}" for p in probs]]
+            )
     if cfg.grid:
         from vitlab.viz.predictions import save_prediction_grid
 
         shown = files[: cfg.grid_max_images]
         true_labels = [
-            class_names.index(f.parent.name) if cfg.labels_from_folders and f.parent.name in class_names else None
+            class_names.index(f.parent.name)
+            if cfg.labels_from_folders and f.parent.name in class_names
+            else None
             for f in shown
         ]
         grid_path = output_dir / "predictions.png"
         save_prediction_grid(
-            [load_image(f) for f in shown], probabilities[: len(shown)], class_names, grid_path, true_labels=true_labels
+            [load_image(f) for f in shown],
+            probabilities[: len(shown)],
+            class_names,
+            grid_path,
+            true_labels=true_labels,
         )
         log.info("prediction grid: %s", grid_path)
     log.info("predictions table: %s", output_dir / "predictions.csv")

@@ -16,7 +16,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from vitlab.config import CONFIG_DIR, PREPROCESSING_KEYS, ConfigError, model_options, print_tree, resolve_precision, validate
+from vitlab.config import (
+    CONFIG_DIR,
+    PREPROCESSING_KEYS,
+    ConfigError,
+    model_options,
+    print_tree,
+    resolve_precision,
+    validate,
+)
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.training.module import ViTClassifier
 
@@ -38,10 +46,16 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -
     """``last``: this run folder's last.ckpt if there is one, else the newest under ``runs_dir``."""
     if ckpt_path != "last":
         if ckpt_path and not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file. Pass a .ckpt path or ckpt_path=last.")
+            raise FileNotFoundError(
+                f"ckpt_path={ckpt_path}: no such checkpoint file. Pass a .ckpt path or ckpt_path=last."
+            )
         return ckpt_path
     own = output_dir / "checkpoints" / "last.ckpt"
-    candidates = [own] if own.is_file() else sorted(runs_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    candidates = (
+        [own]
+        if own.is_file()
+        else sorted(runs_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    )
     if not candidates:
         raise FileNotFoundError(
             f"ckpt_path=last: no checkpoints/last.ckpt under {runs_dir}. Pass the file itself: ckpt_path=/path/to/last.ckpt."
@@ -104,7 +118,9 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
             checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
             best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
             trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+            metrics.update(
+                {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            )
     finally:
         finish_wandb()
     results = {
@@ -128,7 +144,10 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
 def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
-    except (ConfigError, FileNotFoundError) as error:  # a typo or a wrong path deserves a message, not a traceback
+    except (
+        ConfigError,
+        FileNotFoundError,
+    ) as error:  # a typo or a wrong path deserves a message, not a traceback
         raise SystemExit(f"error: {error}") from None
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None

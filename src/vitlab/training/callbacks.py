@@ -29,7 +29,9 @@ class TrainingSpeed(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._images, self._seconds = 0, 0.0
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._sync(trainer)
         self._start = time.perf_counter()
 
@@ -66,7 +68,13 @@ class WandbReports(L.Callback):
         return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if batch_idx == 0 and self._wandb(trainer) is not None:
             images, labels = batch
@@ -81,7 +89,11 @@ class WandbReports(L.Callback):
         confusion = pl_module.confusion.get("val")
         if confusion is not None:
             names = pl_module.class_names
-            rows = [[names[t], names[p], int(confusion[t, p])] for t in range(len(names)) for p in range(len(names))]
+            rows = [
+                [names[t], names[p], int(confusion[t, p])]
+                for t in range(len(names))
+                for p in range(len(names))
+            ]
             table = wandb.Table(columns=["actual", "predicted", "count"], data=rows)
             logger.experiment.log({"val/confusion_matrix": table, "trainer/global_step": trainer.global_step})
 
@@ -98,7 +110,9 @@ class WandbReports(L.Callback):
         device = next(model.parameters()).device
         with torch.no_grad():
             probabilities = model(images.to(device)).softmax(-1).float().cpu()
-            heat = upsample_to_image(attention_rollout(model, images.to(device)).float().cpu(), images.shape[-1])
+            heat = upsample_to_image(
+                attention_rollout(model, images.to(device)).float().cpu(), images.shape[-1]
+            )
         model.train(was_training)
         mean, std = self._normalisation(trainer)
         pictures = _denormalise(images.float(), mean, std)

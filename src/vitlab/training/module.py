@@ -61,7 +61,9 @@ class ViTClassifier(L.LightningModule):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}.")
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.model = create_model(model_name, pretrained=pretrained, num_classes=num_classes, **(model_options or {}))
+        self.model = create_model(
+            model_name, pretrained=pretrained, num_classes=num_classes, **(model_options or {})
+        )
         if freeze_backbone:
             self.freeze_backbone()
         self.label_smoothing = label_smoothing
@@ -149,5 +151,7 @@ class ViTClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(parameter_groups(self.model, weight_decay))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

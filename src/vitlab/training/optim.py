@@ -33,7 +33,9 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _warmup_then(decay: Callable[[float], float], warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+def _warmup_then(
+    decay: Callable[[float], float], warmup_steps: int, total_steps: int
+) -> Callable[[int], float]:
     """Linear warmup from 0 to the base rate over ``warmup_steps``, then ``decay(progress in [0, 1])``."""
     if total_steps <= 0:
         raise ValueError(f"total_steps={total_steps} must be positive: the run has no optimizer steps.")
@@ -81,7 +83,9 @@ def warmup_linear(
     return LambdaLR(optimizer, _warmup_then(lambda p: 1 - (1 - min_lr_ratio) * p, warmup, total_steps))
 
 
-def constant(optimizer: Optimizer, total_steps: int, warmup_steps: int | None = 0, warmup_fraction: float = 0.0) -> LambdaLR:
+def constant(
+    optimizer: Optimizer, total_steps: int, warmup_steps: int | None = 0, warmup_fraction: float = 0.0
+) -> LambdaLR:
     """A fixed rate after an optional warmup (the course's setting)."""
     warmup = warmup_steps_for(total_steps, warmup_steps, warmup_fraction)
     return LambdaLR(optimizer, _warmup_then(lambda p: 1.0, warmup, total_steps))
