@@ -59,13 +59,14 @@ class SweepRun:
 
 def forward_gmacs(model: str, image_size: int, patch_size: int) -> float:
     """Forward GMACs per image of a run's backbone. The head is left out because runs do not record
-    their class count; its D x classes MACs are under 0.01 % of any variant's total."""
+    their class count; its D x classes MACs are negligible (0.004 % of ViT-B/16 at 224 px with 1000
+    classes)."""
     return variant_cost(model, image_size=image_size, num_classes=0, patch_size=patch_size)[1] / 1e9
 
 
 def common_overrides(overrides: Sequence[Sequence[str]]) -> set[str]:
     """The overrides every run of a sweep shares; left out of the table, so that its ``overrides``
-    column shows what tells the runs apart. None when there is a single run."""
+    column shows what tells the runs apart. Empty for a single run."""
     return set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
 
 

@@ -1,0 +1,102 @@
+"""The config tree composes for every group option, and bad values fail at once, naming the option."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from vitlab.config import ConfigError, resolve_precision, validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"{group}={name}"
+        for group in (
+            "data",
+            "model",
+            "optimizer",
+            "scheduler",
+            "trainer",
+            "logger",
+            "callbacks",
+            "experiment",
+            "launcher",
+        )
+        for name in options(group)
+    ]
+    + ["hparams_search=optuna"],
+)
+def test_every_group_option_composes_and_validates(compose_config, override):
+    cfg = compose_config(override, "data.root=/tmp/x" if "imagefolder" in override else "seed=1", tiny=False)
+    validate(cfg)
+    assert cfg.model.image_size % cfg.model.patch_size == 0
+
+
+def test_image_size_follows_the_model_into_the_data(compose_config):
+    cfg = compose_config("data=foodvision_mini", "model.image_size=384", tiny=False)
+    assert cfg.data.image_size == 384
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "model.image_size=100",
+            r"model.image_size=100 is not divisible by model.patch_size=8.*model.image_size=96",
+        ),
+        ("optimizer.lr=-0.1", r"optimizer.lr=-0.1 is invalid: expected a positive learning rate"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1"),
+        ("model.dropout=1.2", r"model.dropout=1.2 is invalid"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0"),
+        ("label_smoothing=1.5", "label_smoothing=1.5"),
+        ("model.name=vit_q16", r"model=vit_q16: unknown model 'vit_q16'"),
+        ("model.pooling=max", r"pooling='max' is not supported"),
+    ],
+)
+def test_invalid_values_raise_naming_the_option(compose_config, override, message):
+    cfg = compose_config(override)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("model.patchsize=8", ConfigCompositionException),
+        ("model=vit_q16", ConfigCompositionException),
+        ("optimizer=lamb", ConfigCompositionException),
+    ],
+)
+def test_unknown_keys_and_options_fail_at_composition(compose_config, override, error):
+    with pytest.raises(error) as raised:
+        compose_config(override)
+    assert override.split("=")[0].split(".")[-1] in str(raised.value) or override.split("=")[1] in str(
+        raised.value
+    )
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_is_fast(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto") == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto") == "32-true"
+    assert resolve_precision("16-mixed") == "16-mixed"
+
+
+def test_resolved_config_has_no_missing_values(compose_config):
+    from omegaconf import OmegaConf
+
+    cfg = compose_config()
+    assert not OmegaConf.missing_keys(cfg)

@@ -1,0 +1,84 @@
+"""ViTClassifier: loss, metrics, predictions and freezing."""
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from vitlab.data import SyntheticDataModule
+from vitlab.training.module import ViTClassifier, classification_metrics
+
+MODEL = dict(model_name="vit_ti16", model_options=dict(image_size=32, patch_size=8, depth=2))
+
+
+def test_top_k_accuracy_only_where_the_class_count_allows():
+    assert set(classification_metrics(2)) == {"acc", "f1"}
+    assert set(classification_metrics(3)) == {"acc", "f1", "acc_top2"}
+    assert set(classification_metrics(100)) == {"acc", "f1", "acc_top5"}
+
+
+def test_class_names_must_match_the_class_count():
+    with pytest.raises(ValueError, match="2 class_names given for num_classes=3"):
+        ViTClassifier(**MODEL, num_classes=3, class_names=["a", "b"])
+
+
+def test_freeze_backbone_leaves_only_the_head_trainable():
+    module = ViTClassifier(**MODEL, num_classes=3, freeze_backbone=True)
+    trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
+    assert trainable == ["head.weight", "head.bias"]
+
+
+def test_predict_step_returns_probabilities():
+    module = ViTClassifier(**MODEL, num_classes=4).eval()
+    torch.nn.init.normal_(module.model.head.weight)
+    probabilities = module.predict_step(torch.randn(5, 3, 32, 32), 0)
+    assert probabilities.shape == (5, 4)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(5))
+
+
+def test_soft_targets_and_label_smoothing_give_the_expected_loss():
+    module = ViTClassifier(**MODEL, num_classes=3, label_smoothing=0.1)
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    hard = module._loss(logits, torch.tensor([0]))
+    smoothed_target = torch.tensor([[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3]])
+    expected = -(smoothed_target * logits.log_softmax(-1)).sum()
+    torch.testing.assert_close(hard, expected)
+    soft = module._loss(logits, torch.tensor([[0.5, 0.5, 0.0]]))
+    assert soft > hard
+
+
+def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
+    data = SyntheticDataModule(
+        num_classes=3, image_size=32, train_size=32, val_size=30, test_size=30, batch_size=16, num_workers=0
+    )
+    module = ViTClassifier(
+        **MODEL, num_classes=3, class_names=data.class_names, optimizer=partial(torch.optim.AdamW, lr=1e-3)
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, data)
+    metrics = trainer.callback_metrics
+    assert {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "val/acc_top2",
+        "val/acc_best",
+    } <= set(metrics)
+    assert module.confusion["val"].sum() == 30  # each validation image counted once
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
+    trainer.test(module, data)
+    assert module.confusion["test"].shape == (3, 3) and module.confusion["test"].sum() == 30
+
+
+def test_training_without_an_optimizer_is_a_clear_error():
+    with pytest.raises(ValueError, match="without an optimizer"):
+        ViTClassifier(**MODEL, num_classes=3).configure_optimizers()

@@ -1,0 +1,71 @@
+"""Parameter groups and schedules follow the paper's optimisation recipe."""
+
+import itertools
+
+import pytest
+import torch
+
+from vitlab.models import create_model
+from vitlab.training.optim import constant, parameter_groups, warmup_cosine, warmup_linear
+
+
+def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
+    model = create_model("vit_ti16", image_size=32, patch_size=8, num_classes=3, depth=2)
+    decay, no_decay = parameter_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert {
+        "class_token",
+        "position_embedding",
+        "norm.weight",
+        "blocks.0.norm1.weight",
+        "head.bias",
+    } <= no_decay_names
+    assert {"blocks.0.attention.qkv.weight", "blocks.1.mlp.fc2.weight", "head.weight"} <= decay_names
+    assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))
+
+
+def test_frozen_parameters_are_left_out_of_the_groups():
+    model = create_model("vit_ti16", image_size=32, patch_size=8, num_classes=3, depth=1)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("head.")
+    groups = parameter_groups(model, weight_decay=0.1)
+    assert sum(len(g["params"]) for g in groups) == 2
+
+
+def rates(make_scheduler, total_steps: int, **kwargs) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_scheduler(optimizer, total_steps=total_steps, **kwargs)
+    values = []
+    for _ in range(total_steps):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return values
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_the_floor():
+    values = rates(warmup_cosine, 100, warmup_steps=10, min_lr_ratio=0.1)
+    assert values[:3] == pytest.approx([0.1, 0.2, 0.3])
+    assert values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0)
+    assert values[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=0.02)  # half way through the decay
+    assert values[-1] == pytest.approx(0.1, abs=0.01)
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
+
+
+def test_warmup_length_can_be_a_fraction_of_the_run():
+    values = rates(warmup_linear, 200, warmup_fraction=0.1)
+    assert values[19] == pytest.approx(1.0) and values[18] < 1.0
+    assert values[-1] == pytest.approx(1 / 180, abs=1e-3)
+
+
+def test_constant_schedule_keeps_the_rate():
+    assert rates(constant, 20) == pytest.approx([1.0] * 20)
+
+
+def test_a_run_without_steps_is_an_error():
+    with pytest.raises(ValueError, match="total_steps=0"):
+        rates(warmup_cosine, 0)
