@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from vitlab.checkpoint import load_classifier
-from vitlab.data import eval_transform, load_image
+from vitlab.checkpoint import eval_transform_for, load_classifier
+from vitlab.data import load_image
 from vitlab.loggers import wandb_mode
 from vitlab.predict import image_files
 from vitlab.viz.attention import save_attention_overlays
@@ -36,8 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     module = load_classifier(args.ckpt).eval()
-    preprocessing = module.hparams.get("preprocessing") or {}  # the transform the model was trained with
-    pipeline = eval_transform(module.image_size, **{k: v for k, v in preprocessing.items() if v is not None})
+    pipeline = eval_transform_for(module)  # the transform the model was trained with
     files = image_files(args.images)
     written: list[Path] = []
     for start in range(0, len(files), args.batch_size):

@@ -59,6 +59,7 @@ def test_image_size_follows_the_model_into_the_data(compose_config):
         ("label_smoothing=1.5", "label_smoothing=1.5"),
         ("model.name=vit_q16", r"model=vit_q16: unknown model 'vit_q16'"),
         ("model.pooling=max", r"pooling='max' is not supported"),
+        ("test_ckpt=worst", r"test_ckpt='worst' is invalid: expected best or last"),
     ],
 )
 def test_invalid_values_raise_naming_the_option(compose_config, override, message):

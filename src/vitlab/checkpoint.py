@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from vitlab.data.transforms import Pipeline, eval_transform
 from vitlab.training.module import ViTClassifier
 
 
@@ -25,3 +26,9 @@ def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> ViTClas
             f"{path} is not a vitlab training checkpoint ({type(error).__name__}: {error}). Pass a .ckpt "
             "written by vitlab-train; for plain model weights use model.pretrained=... instead."
         ) from None
+
+
+def eval_transform_for(module: ViTClassifier) -> Pipeline:
+    """The evaluation transform a checkpoint was trained with (image size, mean, std, resize)."""
+    preprocessing = module.hparams.get("preprocessing") or {}
+    return eval_transform(module.image_size, **{k: v for k, v in preprocessing.items() if v is not None})

@@ -84,6 +84,9 @@ def validate(cfg: DictConfig) -> None:
         cfg.get("label_smoothing"),
         "a value in [0, 1)",
     )
+    _check(
+        cfg.get("test_ckpt", "best") in ("best", "last"), "test_ckpt", cfg.get("test_ckpt"), "best or last"
+    )
     data = cfg.data
     _check(data.batch_size > 0, "data.batch_size", data.batch_size, "a positive integer")
     if "val_fraction" in data:

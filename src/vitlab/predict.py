@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from vitlab.checkpoint import load_classifier
+from vitlab.checkpoint import eval_transform_for, load_classifier
 from vitlab.config import CONFIG_DIR
-from vitlab.data import eval_transform, load_image
+from vitlab.data import load_image
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ def image_files(sources: str | Sequence[str]) -> list[Path]:
 @torch.inference_mode()
 def predict_files(module, files: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
     """Class probabilities ``[len(files), num_classes]``, preparing images as the model was trained."""
-    options = module.hparams.get("preprocessing") or {}
-    transform = eval_transform(module.image_size, **{k: v for k, v in options.items() if v is not None})
+    transform = eval_transform_for(module)
     module.eval()
     probabilities = []
     for start in range(0, len(files), batch_size):

@@ -64,6 +64,15 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -
     return str(candidates[-1])
 
 
+def _test_checkpoint(trainer: L.Trainer, which: str) -> str | None:
+    """The best or last checkpoint's path; None (the weights in memory) when there is none."""
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if checkpoint is None:
+        return None
+    path = checkpoint.best_model_path if which == "best" else checkpoint.last_model_path
+    return path or None
+
+
 def _plain(value: Any) -> Any:
     """Plain Python values, so checkpoints load with ``weights_only=True``."""
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
@@ -115,9 +124,12 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
-            checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-            best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            trainer.test(
+                module,
+                datamodule=datamodule,
+                ckpt_path=_test_checkpoint(trainer, cfg.test_ckpt),
+                weights_only=True,
+            )
             metrics.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
@@ -127,6 +139,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         "model": cfg.model.name,
         "patch_size": cfg.model.patch_size,
         "image_size": cfg.model.image_size,
+        "num_classes": datamodule.num_classes,
         "overrides": overrides,
         "params": sum(p.numel() for p in module.model.parameters()),
         "global_step": trainer.global_step,
