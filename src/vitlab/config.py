@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vitlab.models.variants import MODEL_OVERRIDES, create_model
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -28,23 +30,11 @@ PREPROCESSING_KEYS = ("mean", "std", "resize_size")
 
 def model_options(model_cfg: DictConfig) -> dict[str, Any]:
     """The ``create_model`` overrides a model config carries (name, weights and freezing aside)."""
-    keys = (
-        "image_size",
-        "patch_size",
-        "dropout",
-        "attn_dropout",
-        "drop_path",
-        "pooling",
-        "representation_size",
-        "depth",
-    )
-    return {key: model_cfg[key] for key in keys if key in model_cfg}
+    return {key: value for key, value in model_cfg.items() if key in MODEL_OVERRIDES}
 
 
 def validate(cfg: DictConfig) -> None:
     """Fail at once, before any data loads, on values that would fail later or silently mislead."""
-    from vitlab.models import create_model
-
     model = cfg.model
     _check(
         isinstance(model.image_size, int) and model.image_size > 0,

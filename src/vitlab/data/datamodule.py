@@ -62,6 +62,7 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0, or null for one per CPU.")
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
+        self.mean, self.std = tuple(mean), tuple(std)  # to undo the normalisation for pictures
         self.num_workers = usable_cpus() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_pipeline = transforms.train_transform(

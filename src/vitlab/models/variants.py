@@ -68,10 +68,10 @@ def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
     """The ``VisionTransformer`` keyword arguments for a variant, before any weights are loaded."""
     size, patch_size, hybrid = resolve_variant(name)
     kwargs: dict[str, Any] = {**asdict(size), "patch_size": patch_size}
-    unknown = set(overrides) - _ALLOWED_OVERRIDES
+    unknown = set(overrides) - MODEL_OVERRIDES
     if unknown:
         raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for create_model: allowed are {sorted(_ALLOWED_OVERRIDES)}."
+            f"unknown option(s) {sorted(unknown)} for create_model: allowed are {sorted(MODEL_OVERRIDES)}."
         )
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if hybrid:
@@ -85,7 +85,8 @@ def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
     return kwargs
 
 
-_ALLOWED_OVERRIDES = {
+# What create_model lets a caller change (a model config's other keys are not model shape options).
+MODEL_OVERRIDES = {
     "num_classes",
     "image_size",
     "patch_size",

@@ -132,6 +132,4 @@ class WandbReports(L.Callback):
     @staticmethod
     def _normalisation(trainer: L.Trainer) -> tuple[Tensor, Tensor]:
         datamodule = trainer.datamodule
-        mean = getattr(datamodule, "mean", (0.485, 0.456, 0.406))
-        std = getattr(datamodule, "std", (0.229, 0.224, 0.225))
-        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        return torch.tensor(datamodule.mean), torch.tensor(datamodule.std)
