@@ -1,6 +1,6 @@
 """Benchmark our ViT against timm's same-size model: training and inference images/s, peak memory.
 
-Timings are interleaved in one process (ours, timm, ours, timm, ...) and the median of the timed steps
+Timings are interleaved in one process (ours, timm, timm, ours, ...) and the median of the timed steps
 is reported, so both models see the same machine state. Peak memory is measured per model in a fresh
 subprocess: on CUDA with the allocator's peak counter, on CPU as the growth of the resident set
 (Linux).
@@ -84,8 +84,9 @@ def throughput(args: argparse.Namespace, variant: str, mode: str, precision: str
         for _ in range(args.warmup):
             steps[impl]()
     times: dict[str, list[float]] = {"ours": [], "timm": []}
-    for _ in range(args.steps):
-        for impl in ("ours", "timm"):
+    for step in range(args.steps):
+        order = ("ours", "timm") if step % 2 == 0 else ("timm", "ours")  # neither always goes first
+        for impl in order:
             times[impl].append(timed(steps[impl], args.device))
     return {impl: args.batch_size / statistics.median(t) for impl, t in times.items()}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vitlab.models import create_model
-from vitlab.training.optim import constant, parameter_groups, warmup_cosine, warmup_linear
+from vitlab.training.optim import parameter_groups, warmup_then_decay
 
 
 def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
@@ -35,9 +35,9 @@ def test_frozen_parameters_are_left_out_of_the_groups():
     assert sum(len(g["params"]) for g in groups) == 2
 
 
-def rates(make_scheduler, total_steps: int, **kwargs) -> list[float]:
+def rates(decay: str, total_steps: int, **kwargs) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = make_scheduler(optimizer, total_steps=total_steps, **kwargs)
+    scheduler = warmup_then_decay(optimizer, total_steps=total_steps, decay=decay, **kwargs)
     values = []
     for _ in range(total_steps):
         values.append(optimizer.param_groups[0]["lr"])
@@ -47,7 +47,7 @@ def rates(make_scheduler, total_steps: int, **kwargs) -> list[float]:
 
 
 def test_warmup_cosine_rises_linearly_then_decays_to_the_floor():
-    values = rates(warmup_cosine, 100, warmup_steps=10, min_lr_ratio=0.1)
+    values = rates("cosine", 100, warmup_steps=10, min_lr_ratio=0.1)
     assert values[:3] == pytest.approx([0.1, 0.2, 0.3])
     assert values[9] == pytest.approx(1.0)
     assert values[10] == pytest.approx(1.0)
@@ -57,15 +57,22 @@ def test_warmup_cosine_rises_linearly_then_decays_to_the_floor():
 
 
 def test_warmup_length_can_be_a_fraction_of_the_run():
-    values = rates(warmup_linear, 200, warmup_fraction=0.1)
+    values = rates("linear", 200, warmup_fraction=0.1)
     assert values[19] == pytest.approx(1.0) and values[18] < 1.0
     assert values[-1] == pytest.approx(1 / 180, abs=1e-3)
 
 
 def test_constant_schedule_keeps_the_rate():
-    assert rates(constant, 20) == pytest.approx([1.0] * 20)
+    assert rates("constant", 20) == pytest.approx([1.0] * 20)
 
 
 def test_a_run_without_steps_is_an_error():
     with pytest.raises(ValueError, match="total_steps=0"):
-        rates(warmup_cosine, 0)
+        rates("cosine", 0)
+
+
+def test_an_unknown_decay_names_the_choices():
+    with pytest.raises(
+        ValueError, match="decay='step' is not a schedule: use one of cosine, linear, constant"
+    ):
+        rates("step", 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 from torch import nn
 from torch.optim import Optimizer
@@ -12,6 +13,13 @@ from torch.optim.lr_scheduler import LambdaLR
 # Parameters whose names end like this never get weight decay: biases, LayerNorm scales and shifts,
 # the position embeddings and the class token (as in the reference code and torchvision's recipe).
 NO_DECAY_SUFFIXES = ("bias", "position_embedding", "class_token")
+
+# The shape of the decay after warmup, from 1 at progress 0 to 0 at progress 1 (constant stays 1).
+DECAYS: dict[str, Callable[[float], float]] = {
+    "cosine": lambda progress: 0.5 * (1 + math.cos(math.pi * progress)),  # the paper's fine-tuning
+    "linear": lambda progress: 1 - progress,  # the paper's pre-training
+    "constant": lambda progress: 1.0,  # the course
+}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -33,59 +41,32 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _warmup_then(
-    decay: Callable[[float], float], warmup_steps: int, total_steps: int
-) -> Callable[[int], float]:
-    """Linear warmup from 0 to the base rate over ``warmup_steps``, then ``decay(progress in [0, 1])``."""
+def warmup_then_decay(
+    optimizer: Optimizer,
+    total_steps: int,
+    decay: Literal["cosine", "linear", "constant"] = "cosine",
+    warmup_steps: int | None = None,
+    warmup_fraction: float = 0.0,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """Linear warmup from 0 to the base rate, then ``decay`` down to ``min_lr_ratio`` x the base rate.
+
+    Steps are optimizer steps; ``total_steps`` is the run's real count (Lightning's
+    ``estimated_stepping_batches``). The warmup is ``warmup_steps`` long, or ``warmup_fraction`` of
+    the run when ``warmup_steps`` is null.
+    """
+    if decay not in DECAYS:
+        raise ValueError(f"decay={decay!r} is not a schedule: use one of {', '.join(DECAYS)}.")
     if total_steps <= 0:
         raise ValueError(f"total_steps={total_steps} must be positive: the run has no optimizer steps.")
-    warmup_steps = min(warmup_steps, total_steps)
+    warmup = warmup_steps if warmup_steps is not None else round(warmup_fraction * total_steps)
+    warmup = min(warmup, total_steps)
+    shape = DECAYS[decay]
 
     def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return decay(min(progress, 1.0))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(1, total_steps - warmup), 1.0)
+        return min_lr_ratio + (1 - min_lr_ratio) * shape(progress)
 
-    return factor
-
-
-def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_fraction: float) -> int:
-    """Warmup length in optimizer steps: given directly, or as a fraction of the run."""
-    return warmup_steps if warmup_steps is not None else round(warmup_fraction * total_steps)
-
-
-def warmup_cosine(
-    optimizer: Optimizer,
-    total_steps: int,
-    warmup_steps: int | None = None,
-    warmup_fraction: float = 0.05,
-    min_lr_ratio: float = 0.0,
-) -> LambdaLR:
-    """Linear warmup, then cosine decay to ``min_lr_ratio`` x the base rate (the paper's fine-tuning)."""
-    warmup = warmup_steps_for(total_steps, warmup_steps, warmup_fraction)
-
-    def cosine(progress: float) -> float:
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, _warmup_then(cosine, warmup, total_steps))
-
-
-def warmup_linear(
-    optimizer: Optimizer,
-    total_steps: int,
-    warmup_steps: int | None = None,
-    warmup_fraction: float = 0.05,
-    min_lr_ratio: float = 0.0,
-) -> LambdaLR:
-    """Linear warmup, then linear decay (the paper's pre-training schedule)."""
-    warmup = warmup_steps_for(total_steps, warmup_steps, warmup_fraction)
-    return LambdaLR(optimizer, _warmup_then(lambda p: 1 - (1 - min_lr_ratio) * p, warmup, total_steps))
-
-
-def constant(
-    optimizer: Optimizer, total_steps: int, warmup_steps: int | None = 0, warmup_fraction: float = 0.0
-) -> LambdaLR:
-    """A fixed rate after an optional warmup (the course's setting)."""
-    warmup = warmup_steps_for(total_steps, warmup_steps, warmup_fraction)
-    return LambdaLR(optimizer, _warmup_then(lambda p: 1.0, warmup, total_steps))
+    return LambdaLR(optimizer, factor)
