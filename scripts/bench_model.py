@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vitlab.models import create_model
+from vitlab.models.profile import PeakMemory
 
 TIMM_NAMES = {
     "vit_ti16": "vit_tiny_patch16_224",
@@ -91,34 +92,21 @@ def throughput(args: argparse.Namespace, variant: str, mode: str, precision: str
     return {impl: args.batch_size / statistics.median(t) for impl, t in times.items()}
 
 
-def _resident_peak_bytes() -> int:
-    """This process's own resident-set high-water mark (Linux VmHWM; unlike ru_maxrss it is not
-    inherited from the parent across fork + exec)."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
 def _peak_memory_worker(
     args: argparse.Namespace, impl: str, variant: str, mode: str, precision: str, queue
 ) -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    baseline = _resident_peak_bytes()  # the interpreter and torch alone
+    memory = PeakMemory(torch.device(args.device))  # baseline: the interpreter and torch alone
     batch = torch.randn(args.batch_size, 3, 224, 224, device=args.device)
     step = make_step(build(impl, variant, args.device, args.compile), mode, precision, batch)
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    memory.start()
     for _ in range(2):  # the second step holds optimizer state too
         step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-        queue.put(torch.cuda.max_memory_allocated())
-    else:
-        queue.put(_resident_peak_bytes() - baseline)
+    queue.put(memory.peak_mib())
 
 
 def peak_memory(args: argparse.Namespace, impl: str, variant: str, mode: str, precision: str) -> float:
-    """Peak bytes of a model's steps (weights, optimizer state, activations), in a fresh process."""
+    """Peak MiB of a model's steps (weights, optimizer state, activations), in a fresh process."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     worker = context.Process(target=_peak_memory_worker, args=(args, impl, variant, mode, precision, queue))
@@ -161,7 +149,7 @@ def main() -> None:
                 memory = (
                     {"ours": float("nan"), "timm": float("nan")}
                     if args.no_memory
-                    else {impl: peak_memory(args, impl, variant, mode, precision) / 2**20 for impl in rate}
+                    else {impl: peak_memory(args, impl, variant, mode, precision) for impl in rate}
                 )
                 print(
                     f"| {variant} | {precision} | {mode} | {rate['ours']:.1f} | {rate['timm']:.1f} | "

@@ -113,7 +113,7 @@ def _resident_peak_bytes() -> int | None:
     return int(line.split()[1]) * 1024
 
 
-class _PeakMemory:
+class PeakMemory:
     """Peak bytes since ``start()``: the CUDA allocator's counter, or the growth of the CPU resident
     set over the process's baseline (which is why measuring happens in a fresh process)."""
 
@@ -141,7 +141,7 @@ def _measure_here(
     name: str, image_size: int, num_classes: int, device: str, batch_size: int, min_run_time: float
 ) -> Speed:
     target = torch.device(device)
-    memory = _PeakMemory(target)
+    memory = PeakMemory(target)
     torch.manual_seed(0)
     model = create_model(name, image_size=image_size, num_classes=num_classes).to(target)
     images = torch.randn(batch_size, model.in_channels, image_size, image_size, device=target)
