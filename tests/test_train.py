@@ -28,7 +28,7 @@ def test_every_model_config_trains_for_one_step(compose_config, model):
         f"model={model}",
         f"model.patch_size={patch}",
         f"model.image_size={2 * patch}",
-        "+model.depth=1",
+        "model.depth=1",
         "trainer.fast_dev_run=1",
         "test=false",
     )

@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vitlab.models.profile import variant_cost
+from vitlab.models.variants import MODEL_OVERRIDES
 from vitlab.tables import write_tables
 from vitlab.viz.curves import CURVES, History, plot_loss_curves
 from vitlab.viz.sweep_plots import plot_accuracy_vs_cost
@@ -58,9 +59,9 @@ class SweepRun:
 
 
 def forward_gmacs(model: str, image_size: int, patch_size: int) -> float:
-    """Forward GMACs per image of a run's backbone. The head is left out because runs do not record
-    their class count; its D x classes MACs are negligible (0.004 % of ViT-B/16 at 224 px with 1000
-    classes)."""
+    """Forward GMACs per image of a run's backbone, for runs that did not record their own ``gmacs``.
+    The head is left out as the class count is unknown; its D x classes MACs are negligible (0.004 %
+    of ViT-B/16 at 224 px with 1000 classes)."""
     return variant_cost(model, image_size=image_size, num_classes=0, patch_size=patch_size)[1] / 1e9
 
 
@@ -85,7 +86,8 @@ def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[
             "patch_size": results["patch_size"],
             "overrides": _shown(results.get("overrides", []), hidden_overrides),
             "params": results["params"],
-            "gmacs": forward_gmacs(results["model"], results["image_size"], results["patch_size"]),
+            "gmacs": results.get("gmacs")
+            or forward_gmacs(results["model"], results["image_size"], results["patch_size"]),
             **{column: metrics.get(metric) for column, metric in METRICS.items()},
             "wall_time_s": results.get("wall_time_s"),
         }
@@ -150,7 +152,9 @@ def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
     summary = run.summary_metrics
     # num_classes=0: the backbone alone, as the class count is unknown (see wandb_runs).
     params, macs = variant_cost(
-        model["name"], image_size=model["image_size"], num_classes=0, patch_size=model["patch_size"]
+        model["name"],
+        num_classes=0,
+        **{k: v for k, v in model.items() if k in MODEL_OVERRIDES and v is not None},
     )
     row = {
         "job": run.id,

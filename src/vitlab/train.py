@@ -26,6 +26,7 @@ from vitlab.config import (
     validate,
 )
 from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.models.profile import variant_cost
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,17 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
             )
     finally:
         finish_wandb()
+    params, macs = variant_cost(
+        cfg.model.name, num_classes=datamodule.num_classes, **model_options(cfg.model)
+    )
     results = {
         "model": cfg.model.name,
         "patch_size": cfg.model.patch_size,
         "image_size": cfg.model.image_size,
         "num_classes": datamodule.num_classes,
         "overrides": overrides,
-        "params": sum(p.numel() for p in module.model.parameters()),
+        "params": params,
+        "gmacs": macs / 1e9,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - started, 2),
