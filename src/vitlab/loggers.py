@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,6 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
 
 def finish_wandb() -> None:
     """End the W&B run so the next job of a multirun starts its own (a known Hydra + W&B pitfall)."""
-    import sys
-
     if "wandb" in sys.modules:
         import wandb
 

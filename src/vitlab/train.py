@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -106,7 +107,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
     datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
     module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
     if cfg.get("compile"):
-        module.model = __import__("torch").compile(module.model)
+        module.model = torch.compile(module.model)
 
     overrides = _hydra_overrides()
     run_name = " ".join([cfg.model.name, *[o for o in overrides if not o.startswith("model=")]])

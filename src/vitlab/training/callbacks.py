@@ -123,7 +123,7 @@ class WandbReports(L.Callback):
             table.add_data(
                 wandb.Image(picture.permute(1, 2, 0).numpy()),
                 wandb.Image(overlay.clamp(0, 1).permute(1, 2, 0).numpy()),
-                names[int(label)] if label.ndim == 0 else names[int(label.argmax())],
+                names[int(label)],
                 names[int(probs.argmax())],
                 float(probs.max()),
             )
