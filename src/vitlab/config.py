@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,15 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 class ConfigError(ValueError):
     """An invalid option value: the message names the option and how to fix it."""
+
+
+@contextmanager
+def user_errors_as_messages() -> Iterator[None]:
+    """For the command-line entry points: a typo or a wrong path deserves one line, not a traceback."""
+    try:
+        yield
+    except (ConfigError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _check(condition: bool, option: str, value: Any, expected: str) -> None:

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import load_classifier
-from vitlab.config import CONFIG_DIR, resolve_precision
+from vitlab.config import CONFIG_DIR, resolve_precision, user_errors_as_messages
 from vitlab.loggers import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    with user_errors_as_messages():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

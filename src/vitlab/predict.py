@@ -15,7 +15,7 @@ from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.config import CONFIG_DIR
+from vitlab.config import CONFIG_DIR, user_errors_as_messages
 from vitlab.data import load_image
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def predict(cfg: DictConfig) -> torch.Tensor:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    predict(cfg)
+    with user_errors_as_messages():
+        predict(cfg)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from vitlab.config import (
     CONFIG_DIR,
     PREPROCESSING_KEYS,
-    ConfigError,
     model_options,
     print_tree,
     resolve_precision,
+    user_errors_as_messages,
     validate,
 )
 from vitlab.loggers import build_loggers, finish_wandb
@@ -161,13 +161,8 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
+    with user_errors_as_messages():
         results = train(cfg)
-    except (
-        ConfigError,
-        FileNotFoundError,
-    ) as error:  # a typo or a wrong path deserves a message, not a traceback
-        raise SystemExit(f"error: {error}") from None
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
 
