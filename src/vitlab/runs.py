@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from vitlab.config import ConfigError
 
@@ -82,6 +84,12 @@ def resolve_resume(ckpt_path: str, runs_dir: Path) -> tuple[Path, Path | None]:
         )
     checkpoint_step(path)  # a file that is not a checkpoint fails here, in one line
     return path, run_folder(path)
+
+
+def save_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """Record the overrides a continued run now runs with, as Hydra recorded the first ones."""
+    if rank_zero_only.rank == 0:
+        (run_dir / HYDRA_OVERRIDES).write_text(yaml.safe_dump(list(overrides)))
 
 
 def resume_command(run_dir: Path) -> str:

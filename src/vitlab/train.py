@@ -159,6 +159,8 @@ def train(
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         if ckpt_path:
             runs.check_fits(module.state_dict(), Path(ckpt_path))
+            if overrides is not None and (output_dir / runs.HYDRA_OVERRIDES).is_file():
+                runs.save_overrides(output_dir, overrides)  # a second resume keeps this one's overrides
             _continue_wandb_run(cfg, output_dir)
             header, rows = runs.earlier_metrics(output_dir, runs.checkpoint_step(Path(ckpt_path)))
         if cfg.get("compile"):
@@ -250,7 +252,8 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
     interrupted run; a run folder; or a .ckpt file) from its checkpoint with the highest step.
 
     The run's own config is restored from its ``.hydra/overrides.yaml``, with this command's
-    overrides on top (saved back, so a second resume keeps them), and it goes on in its own folder.
+    overrides on top (``train`` saves them back once the checkpoint fits), and it goes on in its own
+    folder.
     A .ckpt outside a run folder continues with this command's config in a new folder.
     """
     runs_dir = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
@@ -277,8 +280,6 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
         " ".join(earlier) or "none",
         " ".join(given) or "none",
     )
-    if given and rank_zero_only.rank == 0:
-        (run_dir / runs.HYDRA_OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
     _log_into(run_dir)
     return restored, overrides
 
