@@ -112,15 +112,21 @@ def _continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
             wandb.id, wandb.resume = run_id, "allow"
 
 
+def _discard_run_folder(output_dir: Path) -> None:
+    """Remove the folder of a run that took no step: it must not pass for an interrupted run."""
+    if rank_zero_only.rank == 0:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        log.info("no training step was taken: removed the run folder %s", output_dir)
+
+
 def _after_failure(
     error: BaseException, trainer: L.Trainer | None, output_dir: Path, new_folder: bool
 ) -> None:
     """A run that took no optimizer step leaves nothing behind; a later one says how to continue."""
-    if rank_zero_only.rank != 0:
-        return
     if new_folder and (trainer is None or trainer.global_step == 0):
-        shutil.rmtree(output_dir, ignore_errors=True)
-        log.info("no training step was taken: removed the run folder %s", output_dir)
+        _discard_run_folder(output_dir)
+        return
+    if trainer is None or rank_zero_only.rank != 0:  # a config error on resuming: nothing new to say
         return
     checkpoint = runs.newest_checkpoint(output_dir)
     if checkpoint is None:
@@ -128,8 +134,8 @@ def _after_failure(
     log.error(
         "training stopped (%s) at epoch %d, step %d. Checkpoint: %s\nResume with: %s",
         type(error).__name__,
-        trainer.current_epoch if trainer else 0,
-        trainer.global_step if trainer else 0,
+        trainer.current_epoch,
+        trainer.global_step,
         checkpoint,
         runs.resume_command(output_dir),
     )
@@ -150,7 +156,8 @@ def train(
     try:
         validate(cfg)
         ckpt_path = cfg.get("ckpt_path")
-        print_tree(cfg, save_to=output_dir / "config_resolved.yaml")
+        resolved_config = output_dir / "config_resolved.yaml"
+        print_tree(cfg, save_to=None if ckpt_path else resolved_config)
         L.seed_everything(cfg.seed, workers=True)
         started = time.perf_counter()
 
@@ -161,6 +168,7 @@ def train(
             runs.check_fits(module.state_dict(), Path(ckpt_path))
             if overrides is not None and (output_dir / runs.HYDRA_OVERRIDES).is_file():
                 runs.save_overrides(output_dir, overrides)  # a second resume keeps this one's overrides
+            OmegaConf.save(cfg, resolved_config, resolve=True)  # only now: the checkpoint fits
             _continue_wandb_run(cfg, output_dir)
             header, rows = runs.earlier_metrics(output_dir, runs.checkpoint_step(Path(ckpt_path)))
         if cfg.get("compile"):
@@ -287,9 +295,12 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors_as_messages():
-        overrides = None
-        if cfg.get("ckpt_path"):
-            cfg, overrides = continue_run(cfg)
+        try:
+            cfg, overrides = continue_run(cfg) if cfg.get("ckpt_path") else (cfg, None)
+        except BaseException:
+            if not (Path(cfg.paths.output_dir) / "checkpoints").is_dir():  # Hydra's new, empty folder
+                _discard_run_folder(Path(cfg.paths.output_dir))
+            raise
         results = train(cfg, overrides=overrides)
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
