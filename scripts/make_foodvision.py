@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vitlab.data.foodvision import sha256sum
+from vitlab.data.download import sha256sum
 
 SPLITS = ("train", "test")
 

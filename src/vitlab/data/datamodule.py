@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from vitlab.data import transforms
 from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all, list_classes, list_samples
-from vitlab.data.foodvision import download_dataset, is_image_folder
+from vitlab.data.download import download_dataset, is_image_folder
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 
 Samples = list[tuple[Path, int]]

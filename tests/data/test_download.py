@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from vitlab.data import ImageFolderDataModule
-from vitlab.data.foodvision import download_dataset
+from vitlab.data.download import download_dataset
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
