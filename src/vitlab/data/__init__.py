@@ -1,5 +1,5 @@
-"""Data: datamodules for image folders (FoodVision Mini), Food-101 (FoodVision Big) and synthetic images,
-transforms, decoding."""
+"""Data: datamodules for image folders (FoodVision Mini), Food-101 (FoodVision Big) and synthetic
+images, transforms, decoding. Streaming (litdata, an optional extra) is in ``vitlab.data.streaming``."""
 
 from vitlab.data.datamodule import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
 from vitlab.data.folder import UnreadableImageError, load_image

@@ -183,7 +183,7 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:  # files are listed and checked once, whatever the stage
             return
-        samples, unreadable = self._list_samples()
+        samples, unreadable = self.find_samples()
         if "val" not in samples and self.val_fraction > 0:
             samples["train"], samples["val"] = self._split_train(samples["train"])
         pipelines = {"train": self.train_pipeline, "val": self.eval_pipeline, "test": self.eval_pipeline}
@@ -209,7 +209,7 @@ class ImageFolderDataModule(ImageDataModule):
         datasets.setdefault("val", datasets["test"])  # val_fraction=0: the course's choice
         self.datasets = datasets
 
-    def _list_samples(self) -> tuple[dict[str, Samples], list[tuple[Path, str]]]:
+    def find_samples(self) -> tuple[dict[str, Samples], list[tuple[Path, str]]]:
         """``(path, label)`` pairs per split (``train``, ``test`` and ``val`` if there is one), and
         the files that are not images with the reason; subclasses with another layout override it."""
         folders = {split: self.root / split for split in ("train", "val", "test")}

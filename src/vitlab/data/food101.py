@@ -145,7 +145,7 @@ class Food101DataModule(ImageFolderDataModule):
             self._class_names = choose_classes(self.classes, read_classes(food101_folder(self.root)))
         return self._class_names
 
-    def _list_samples(self) -> tuple[dict[str, Samples], list[tuple[Path, str]]]:
+    def find_samples(self) -> tuple[dict[str, Samples], list[tuple[Path, str]]]:
         folder = food101_folder(self.root)
         subset = sample_subset(folder, self.class_names, self.fraction, self.seed)
         label = {name: index for index, name in enumerate(self.class_names)}
