@@ -24,13 +24,16 @@ from vitlab import runs
 from vitlab.config import (
     CONFIG_DIR,
     PREPROCESSING_KEYS,
+    ConfigError,
     model_options,
     print_tree,
     resolve_precision,
     user_errors_as_messages,
     validate,
 )
+from vitlab.data.transforms import resize_size_for
 from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.models.preprocessing import resolve_preprocessing
 from vitlab.models.profile import variant_cost
 from vitlab.training.module import ViTClassifier
 
@@ -87,13 +90,42 @@ def _data_config(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
+def resolve_data_preprocessing(cfg: DictConfig) -> None:
+    """Write the weights' preprocessing (mean, std, interpolation, crop) into ``cfg.data`` where the
+    user left it null, so the printed config, the checkpoint, eval and predict all see what ran."""
+    data = cfg.data
+    try:
+        resolved = resolve_preprocessing(
+            cfg.model.get("pretrained"),
+            cfg.model.get("pretrained_file"),
+            **{key: _plain(data.get(key)) for key in ("mean", "std", "interpolation", "crop_pct")},
+        )
+        resize = resize_size_for(cfg.model.image_size, data.get("resize_size"), resolved["crop_pct"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    with open_dict(data):
+        data.update(resolved)
+    if resize == cfg.model.image_size and resolved["crop_pct"] is None:
+        sizes = f"resize to {resize} px"
+    else:
+        sizes = f"resize shorter side to {resize} px, centre crop {cfg.model.image_size}"
+    log.info(
+        "inputs: %s (%s), mean %s, std %s (from %s)",
+        sizes,
+        resolved["interpolation"],
+        resolved["mean"],
+        resolved["std"],
+        cfg.model.get("pretrained") or "no pretrained weights",
+    )
+
+
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
     return ViTClassifier(
         model_name=cfg.model.name,
         num_classes=num_classes,
         class_names=class_names,
         model_options=model_options(cfg.model),
-        pretrained=cfg.model.pretrained,
+        pretrained=cfg.model.get("pretrained_file") or cfg.model.pretrained,
         freeze_backbone=cfg.model.freeze_backbone,
         label_smoothing=cfg.label_smoothing,
         optimizer=instantiate(cfg.optimizer),
@@ -155,6 +187,7 @@ def train(
     trainer: L.Trainer | None = None
     try:
         validate(cfg)
+        resolve_data_preprocessing(cfg)
         ckpt_path = cfg.get("ckpt_path")
         resolved_config = output_dir / "config_resolved.yaml"
         print_tree(cfg, save_to=None if ckpt_path else resolved_config)
