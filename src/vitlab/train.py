@@ -225,7 +225,7 @@ def train(
         tested = None
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-            if trainer.interrupted:  # a graceful shutdown returns here: it must not test as if finished
+            if trainer.interrupted:  # should fit ever return after a Ctrl-C: never test as if finished
                 raise KeyboardInterrupt("training was interrupted")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
