@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from vitlab.config import (
     user_errors_as_messages,
     validate,
 )
+from vitlab.data.datamodule import usable_cpus
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.profile import variant_cost
 from vitlab.training.module import ViTClassifier
@@ -42,6 +44,29 @@ def _sweep_group() -> str | None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().sweep.dir).name
     return None
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this multirun run at once on this machine: joblib's ``n_jobs``, else 1."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return 1
+    n_jobs = launcher.get("n_jobs") or 1
+    return os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+
+
+def share_cpus(data_cfg: DictConfig) -> dict[str, Any]:
+    """Give this job its share of the CPUs when jobs run in parallel (torch threads and, unless set,
+    loader workers); returns the data options to apply."""
+    jobs = parallel_jobs()
+    if jobs == 1:
+        return {}
+    share = max(1, usable_cpus() // jobs)
+    torch.set_num_threads(share)
+    log.info("%d jobs in parallel: %d CPU(s) each for torch threads and loader workers", jobs, share)
+    return {"num_workers": share} if data_cfg.get("num_workers") is None else {}
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -> str | None:
@@ -103,7 +128,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
     L.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = instantiate(cfg.data, **share_cpus(cfg.data))
     datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
     module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
     if cfg.get("compile"):
