@@ -11,7 +11,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """A group's options; ``_*.yaml`` are shared parts that the options build on."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.name.startswith("_"))
 
 
 @pytest.mark.parametrize(
