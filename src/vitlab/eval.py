@@ -12,7 +12,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import load_classifier
-from vitlab.config import CONFIG_DIR, resolve_precision, user_errors_as_messages
+from vitlab.config import (
+    CONFIG_PATH,
+    build_trainer,
+    data_errors_as_user_errors,
+    run_command,
+    user_errors_as_messages,
+)
 from vitlab.loggers import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -26,7 +32,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         for key, value in (module.hparams.get("preprocessing") or {}).items():
             cfg.data[key] = value
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    datamodule.prepare_data()
+    with data_errors_as_user_errors():
+        datamodule.prepare_data()
     if list(datamodule.class_names) != list(module.class_names):
         raise ValueError(
             f"the checkpoint's classes {module.class_names} differ from the data's {datamodule.class_names} "
@@ -38,11 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         group=None,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        logger=loggers or False,
-        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
-    )
+    trainer: L.Trainer = build_trainer(cfg.trainer, logger=loggers or False)
     try:
         (metrics,) = trainer.test(module, datamodule=datamodule)
     finally:
@@ -58,10 +61,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         evaluate(cfg)
+
+
+def main() -> None:
+    """``vitlab-eval``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from vitlab.config import (
-    CONFIG_DIR,
+    CONFIG_PATH,
     PREPROCESSING_KEYS,
+    build_trainer,
+    data_errors_as_user_errors,
     model_options,
     print_tree,
-    resolve_precision,
+    run_command,
     user_errors_as_messages,
     validate,
+    weights_errors_as_user_errors,
 )
 from vitlab.data.datamodule import usable_cpus
 from vitlab.loggers import build_loggers, finish_wandb
@@ -106,18 +109,23 @@ def _plain(value: Any) -> Any:
 
 
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
-    return ViTClassifier(
-        model_name=cfg.model.name,
-        num_classes=num_classes,
-        class_names=class_names,
-        model_options=model_options(cfg.model),
-        pretrained=cfg.model.pretrained,
-        freeze_backbone=cfg.model.freeze_backbone,
-        label_smoothing=cfg.label_smoothing,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
-    )
+    with weights_errors_as_user_errors(cfg.model.pretrained):
+        module = ViTClassifier(
+            model_name=cfg.model.name,
+            num_classes=num_classes,
+            class_names=class_names,
+            model_options=model_options(cfg.model),
+            pretrained=cfg.model.pretrained,
+            freeze_backbone=cfg.model.freeze_backbone,
+            label_smoothing=cfg.label_smoothing,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
+        )
+    # one image: the model summary counts its FLOPs (Lightning's default shows 0)
+    size = cfg.model.image_size
+    module.example_input_array = torch.zeros(1, 3, size, size)
+    return module
 
 
 def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str, Any]:
@@ -129,7 +137,8 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
     started = time.perf_counter()
 
     datamodule: L.LightningDataModule = instantiate(cfg.data, **share_cpus(cfg.data))
-    datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
+    with data_errors_as_user_errors():
+        datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
     module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
@@ -139,11 +148,8 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
     config = OmegaConf.to_container(cfg, resolve=True)
     loggers = build_loggers(cfg.get("logger"), run_name=run_name, group=_sweep_group(), config=config)
     all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=all_callbacks + list(callbacks or []),
-        logger=loggers or False,
-        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+    trainer: L.Trainer = build_trainer(
+        cfg.trainer, callbacks=all_callbacks + list(callbacks or []), logger=loggers or False
     )
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
     try:
@@ -184,12 +190,17 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         results = train(cfg)
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
+
+
+def main() -> None:
+    """``vitlab-train`` and ``python train.py``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":
