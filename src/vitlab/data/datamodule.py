@@ -175,7 +175,17 @@ class ImageFolderDataModule(ImageDataModule):
         self._class_names: list[str] | None = None
 
     def prepare_data(self) -> None:
-        if self.url is not None and not is_image_folder(self.root):
+        if is_image_folder(self.root):
+            return
+        if self.root.is_dir() and any(self.root.iterdir()):  # never download into the user's files
+            raise ValueError(
+                f"data.root={self.root} holds files but no train/ folder: expected "
+                f"{self.root}/train/<class>/<image> and {self.root}/test/<class>/<image> (optionally "
+                f"val/ too), one folder per class. Sort the images into that layout and use "
+                f"data=imagefolder data.root={self.root}"
+                + (f", or point data.root at a new folder to download {self.url} there." if self.url else ".")
+            )
+        if self.url is not None:
             download_dataset(self.url, self.root, self.sha256)
 
     @property
