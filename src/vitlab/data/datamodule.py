@@ -3,6 +3,7 @@ synthetic images, sharing transforms, loaders and the MixUp/CutMix batch transfo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -23,6 +24,15 @@ from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 
 Samples = list[tuple[Path, int]]
+
+
+def worker_start_method() -> str | None:
+    """The start method for loader workers: the platform's own, not one a parent launcher installed.
+    joblib's workers (``launcher=joblib``) set ``loky`` as the default, whose processes torch's
+    loader cannot start ("Got pickle error when attempting to start a worker Process")."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    platform_methods = multiprocessing.get_all_start_methods()  # the platform's default first
+    return None if method in (None, *platform_methods) else platform_methods[0]
 
 
 def usable_cpus() -> int:
@@ -127,6 +137,7 @@ class ImageDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
         )
 
@@ -181,7 +192,17 @@ class ImageFolderDataModule(ImageDataModule):
         self._class_names: list[str] | None = None
 
     def prepare_data(self) -> None:
-        if self.url is not None and not is_image_folder(self.root):
+        if is_image_folder(self.root):
+            return
+        if self.root.is_dir() and any(self.root.iterdir()):  # never download into the user's files
+            raise ValueError(
+                f"data.root={self.root} holds files but no train/ folder: expected "
+                f"{self.root}/train/<class>/<image> and {self.root}/test/<class>/<image> (optionally "
+                f"val/ too), one folder per class. Sort the images into that layout and use "
+                f"data=imagefolder data.root={self.root}"
+                + (f", or point data.root at a new folder to download {self.url} there." if self.url else ".")
+            )
+        if self.url is not None:
             download_dataset(self.url, self.root, self.sha256)
 
     @property
