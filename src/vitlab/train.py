@@ -197,9 +197,10 @@ def _after_failure(
     checkpoint = runs.newest_checkpoint(output_dir)
     if checkpoint is None:
         return
+    interrupted = isinstance(error, KeyboardInterrupt | SystemExit)  # Lightning exits on Ctrl-C
     log.error(
         "training stopped (%s) at epoch %d, step %d. Checkpoint: %s\nResume with: %s",
-        type(error).__name__,
+        "interrupted" if interrupted else f"{type(error).__name__}: {error}",
         trainer.current_epoch,
         trainer.global_step,
         checkpoint,
@@ -345,6 +346,7 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
         overrides=[*overrides, f"paths.output_dir={run_dir}", f"ckpt_path={checkpoint}"],
     )
     validate(restored)
+    _log_into(run_dir)
     log.info(
         "continuing the run %s from %s (step %d); its overrides: %s; this command's on top: %s",
         run_dir,
@@ -353,7 +355,6 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
         " ".join(earlier) or "none",
         " ".join(given) or "none",
     )
-    _log_into(run_dir)
     return restored, overrides
 
 
