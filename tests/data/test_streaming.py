@@ -225,3 +225,33 @@ def test_two_process_ddp_training_streams_a_disjoint_shard_per_rank(streamed, tm
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["global_step"] == 2 * 3  # 30 images: 24 used (< 2 x 4 dropped), 3 batches of 4 per rank
     assert sum(map(sum, results["test_confusion_matrix"])) == len(CLASSES) * N_TEST  # each test image once
+
+
+def decoded_on_device(streamed: Path, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    dm = datamodule(streamed, decode_on_device=True)
+    dm.setup("test")
+    encoded, labels = next(iter(dm.test_dataloader()))
+    assert isinstance(encoded, list) and encoded[0].dtype == torch.uint8 and encoded[0].ndim == 1
+    moved = [data.to(device) for data in encoded], labels.to(device)  # what Lightning's transfer does
+    return dm.on_after_batch_transfer(moved, 0)
+
+
+def test_decoding_after_the_transfer_gives_the_batches_loader_workers_give(streamed):
+    dm = datamodule(streamed)
+    dm.setup("test")
+    images, labels = next(iter(dm.test_dataloader()))
+    on_device, device_labels = decoded_on_device(streamed, "cpu")
+    assert torch.equal(device_labels, labels)
+    assert torch.equal(on_device, images)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_jpegs_decode_on_the_gpu_like_on_the_cpu(streamed):
+    dm = datamodule(streamed)
+    dm.setup("test")
+    images, labels = next(iter(dm.test_dataloader()))
+    on_gpu, gpu_labels = decoded_on_device(streamed, "cuda")
+    assert on_gpu.is_cuda and on_gpu.shape == images.shape
+    assert torch.equal(gpu_labels.cpu(), labels)
+    assert (on_gpu.cpu() - images).abs().mean() < 2 / 255  # nvJPEG and libjpeg round differently
