@@ -1,9 +1,11 @@
 """Is the data pipeline fast enough? Loader images/s (cache off and on) beside the training
 images/s of a ViT at the same resolution (bf16 autocast on CPU; CUDA if available).
 
-Uses the real FoodVision Mini images when found, else synthetic images:
+Uses the real FoodVision Mini images when found, else synthetic images; --streaming-dir adds a row
+for the same images converted to litdata's format (scripts/convert_streaming.py), read from disk:
 
     python scripts/bench_data.py --data-root ../shared/data/pizza_steak_sushi
+    python scripts/bench_data.py --data-root ../shared/data/pizza_steak_sushi --streaming-dir /tmp/pss_streaming
 """
 
 from __future__ import annotations
@@ -33,6 +35,20 @@ def loader_rate(dm: ImageDataModule, epochs: int) -> tuple[float, float]:
         if epoch:
             images, elapsed = images + count, elapsed + time.perf_counter() - start
     return setup_s, images / elapsed
+
+
+def streaming_row(input_dir: Path, common: dict, epochs: int) -> tuple[str, float, str]:
+    """Loader images/s of a litdata dataset streamed from ``input_dir`` (one row of the table)."""
+    from vitlab.data.streaming import StreamingDataModule  # litdata is an optional extra
+
+    dm = StreamingDataModule(str(input_dir), **common)
+    setup_s, rate = loader_rate(dm, epochs)
+    per_worker = rate / max(dm.num_workers, 1)
+    return (
+        "loader, streaming (litdata, local disk)",
+        rate,
+        f"setup {setup_s:.1f} s, {dm.num_workers} workers, {per_worker:.0f}/worker",
+    )
 
 
 def training_rate(model_name: str, num_classes: int, image_size: int, batch_size: int, steps: int) -> float:
@@ -76,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-transform", default="none", choices=["none", "basic", "strong"])
     parser.add_argument("--epochs", type=int, default=2, help="timed loader epochs (after one warm-up epoch)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up step)")
+    parser.add_argument("--streaming-dir", type=Path, default=None, help="also time this converted dataset")
     args = parser.parse_args(argv)
 
     common = {
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, dm in variants.items():
         setup_s, rate = loader_rate(dm, args.epochs)
         rows.append((label, rate, f"setup {setup_s:.1f} s, {dm.num_workers} workers"))
+    if args.streaming_dir is not None:
+        rows.append(streaming_row(args.streaming_dir, common, args.epochs))
     num_classes = dm.num_classes
     model_rate = training_rate(args.model, num_classes, args.image_size, args.batch_size, args.steps)
     device = "cuda" if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -255,3 +256,37 @@ def test_jpegs_decode_on_the_gpu_like_on_the_cpu(streamed):
     assert on_gpu.is_cuda and on_gpu.shape == images.shape
     assert torch.equal(gpu_labels.cpu(), labels)
     assert (on_gpu.cpu() - images).abs().mean() < 2 / 255  # nvJPEG and libjpeg round differently
+
+
+def test_bench_data_times_the_streamed_images_beside_the_model(streamed, tmp_path, capsys):
+    bench = runpy.run_path(str(SCRIPTS / "bench_data.py"), run_name="script_under_test")["main"]
+    options = [
+        "--image-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--epochs",
+        "1",
+        "--steps",
+        "1",
+    ]
+    bench(
+        [
+            "--data-root",
+            str(tmp_path / "none"),
+            "--streaming-dir",
+            str(streamed),
+            "--model",
+            "vit_ti16",
+            *options,
+        ]
+    )
+    rates = re.findall(r"^\| (.+?)\s+\|\s+([\d.]+) \|", capsys.readouterr().out, flags=re.MULTILINE)
+    assert [label.split(" (")[0] for label, _ in rates] == [
+        "loader, synthetic",
+        "loader, streaming",
+        "vit_ti16 training step",
+    ]
+    assert all(float(rate) > 0 for _, rate in rates)
