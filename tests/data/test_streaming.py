@@ -290,3 +290,30 @@ def test_bench_data_times_the_streamed_images_beside_the_model(streamed, tmp_pat
         "vit_ti16 training step",
     ]
     assert all(float(rate) > 0 for _, rate in rates)
+
+
+def test_the_converter_takes_a_food101_subset_and_refuses_bad_arguments(make_food101, tmp_path, capsys):
+    convert = runpy.run_path(str(SCRIPTS / "convert_streaming.py"), run_name="script_under_test")["main"]
+    out = tmp_path / "subset"
+    food101 = ["--food101", str(make_food101()), "--classes", "steak", "pizza", "--fraction", "0.5"]
+    convert([*food101, "--out", str(out), "--num-workers", "1"])
+    assert read_meta(str(out)) == (["pizza", "steak"], ["train", "test"])
+    assert (len(StreamingDataset(str(out / "train"))), len(StreamingDataset(str(out / "test")))) == (10, 4)
+    for bad, message in (
+        ([*food101, "--out", str(out)], "exists and is not empty"),
+        (
+            ["--images", str(tmp_path), "--fraction", "0.5", "--out", str(tmp_path / "x")],
+            "use them with --food101",
+        ),
+        (["--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")], "does not exist"),
+    ):
+        with pytest.raises(SystemExit):
+            convert(bad)
+        assert message in capsys.readouterr().err
+
+
+def test_a_folder_without_a_converted_dataset_is_reported_with_the_command_that_makes_one(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=r"data.input_dir=.*holds no streaming dataset.*convert_streaming.py"
+    ):
+        datamodule(tmp_path).prepare_data()
