@@ -291,6 +291,24 @@ def test_bench_data_times_the_streamed_images_beside_the_model(streamed, tmp_pat
     ]
     assert all(float(rate) > 0 for _, rate in rates)
 
+    bench(
+        [
+            "--data-root",
+            str(tmp_path / "none"),
+            "--streaming-dir",
+            str(streamed),
+            "--per-worker",
+            "3000",
+            *options,
+        ]
+    )
+    rows = re.findall(
+        r"^\| (loader.+?)\s+\|\s+([\d.]+) \| (\d+)$", capsys.readouterr().out, flags=re.MULTILINE
+    )
+    assert [label.split(" (")[0] for label, _, _ in rows] == ["loader, synthetic", "loader, streaming"]
+    for _, rate, workers in rows:  # enough workers for the rate, and not one more
+        assert int(workers) * float(rate) >= 3000 > (int(workers) - 1) * float(rate)
+
 
 def test_the_converter_takes_a_food101_subset_and_refuses_bad_arguments(make_food101, tmp_path, capsys):
     convert = runpy.run_path(str(SCRIPTS / "convert_streaming.py"), run_name="script_under_test")["main"]

@@ -10,8 +10,9 @@ A converted dataset (``scripts/convert_streaming.py``) is one folder holding lit
 
 litdata shards the chunks across DDP ranks and loader workers, shuffles chunks and the items inside
 them per epoch, drops fewer than ``world_size x batch_size`` training images so that every rank runs
-the same number of steps, and its ``StreamingDataLoader`` is stateful: Lightning stores its position
-in the checkpoint, so a run resumed mid-epoch neither repeats nor skips images.
+the same number of steps, and its ``StreamingDataLoader`` is stateful: its position travels in every
+checkpoint (``StreamingDataModule.state_dict``), so a run resumed mid-epoch neither repeats nor skips
+images.
 """
 
 from __future__ import annotations
