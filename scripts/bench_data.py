@@ -1,14 +1,18 @@
 """Is the data pipeline fast enough? Loader images/s (cache off and on) beside the training
 images/s of a ViT at the same resolution (bf16 autocast on CPU; CUDA if available).
 
-Uses the real FoodVision Mini images when found, else synthetic images:
+Uses the real FoodVision Mini images when found, else synthetic images; --streaming-dir adds a row
+for the same images converted to litdata's format (scripts/convert_streaming.py), read from disk:
 
     python scripts/bench_data.py --data-root ../shared/data/pizza_steak_sushi
+    python scripts/bench_data.py --data-root ../shared/data/pizza_steak_sushi --streaming-dir /tmp/pss_streaming
+    python scripts/bench_data.py ... --train-transform basic --per-worker 3000   # workers an H100 needs
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -33,6 +37,29 @@ def loader_rate(dm: ImageDataModule, epochs: int) -> tuple[float, float]:
         if epoch:
             images, elapsed = images + count, elapsed + time.perf_counter() - start
     return setup_s, images / elapsed
+
+
+def streaming_datamodule(input_dir: Path, common: dict) -> ImageDataModule:
+    """The same images converted by scripts/convert_streaming.py, streamed from ``input_dir``."""
+    from vitlab.data.streaming import StreamingDataModule  # litdata is an optional extra
+
+    return StreamingDataModule(str(input_dir), **common)
+
+
+def per_worker_rate(dm: ImageDataModule) -> float:
+    """Training images per CPU-second through ``dm``'s pipeline (read, decode, transform) in one
+    thread, as one loader worker runs it. CPU time, not wall time: on a shared CPU the waiting for
+    other processes would otherwise count as cost; this is what sets the workers a GPU needs."""
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # DataLoader workers run single-threaded
+    try:
+        next(iter(dataset))  # warm-up: first decode, litdata's chunk index
+        start, count = time.process_time(), sum(1 for _ in dataset)
+        return count / (time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def training_rate(model_name: str, num_classes: int, image_size: int, batch_size: int, steps: int) -> float:
@@ -76,6 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-transform", default="none", choices=["none", "basic", "strong"])
     parser.add_argument("--epochs", type=int, default=2, help="timed loader epochs (after one warm-up epoch)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up step)")
+    parser.add_argument("--streaming-dir", type=Path, default=None, help="also time this converted dataset")
+    parser.add_argument(
+        "--per-worker",
+        type=float,
+        metavar="GPU_RATE",
+        default=None,
+        help="instead: images per CPU-second of one loader worker, and the workers a GPU training at "
+        "GPU_RATE images/s needs (an H100 trains ViT-B/16 in bf16 at about 3000)",
+    )
     args = parser.parse_args(argv)
 
     common = {
@@ -96,6 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         source = f"synthetic images (no image folder at {args.data_root})"
         variants = {"loader, synthetic (generated per image)": SyntheticDataModule(train_size=225, **common)}
+    if args.streaming_dir is not None:
+        variants["loader, streaming (litdata, local disk)"] = streaming_datamodule(args.streaming_dir, common)
+    if args.per_worker is not None:
+        print(f"data: {source}; {args.image_size} px, train_transform={args.train_transform}, one thread")
+        print(f"| {'what':<56} | {'images per CPU-s':>16} | workers for {args.per_worker:,.0f} images/s")
+        print(f"|{'-' * 58}|{'-' * 18}|------")
+        for label, dm in variants.items():
+            rate = per_worker_rate(dm)
+            print(f"| {label:<56} | {rate:>16.1f} | {math.ceil(args.per_worker / rate)}")
+        return
     rows = []
     for label, dm in variants.items():
         setup_s, rate = loader_rate(dm, args.epochs)

@@ -10,8 +10,9 @@ A converted dataset (``scripts/convert_streaming.py``) is one folder holding lit
 
 litdata shards the chunks across DDP ranks and loader workers, shuffles chunks and the items inside
 them per epoch, drops fewer than ``world_size x batch_size`` training images so that every rank runs
-the same number of steps, and its ``StreamingDataLoader`` is stateful: Lightning stores its position
-in the checkpoint, so a run resumed mid-epoch neither repeats nor skips images.
+the same number of steps, and its ``StreamingDataLoader`` is stateful: its position travels in every
+checkpoint (``StreamingDataModule.state_dict``), so a run resumed mid-epoch neither repeats nor skips
+images.
 """
 
 from __future__ import annotations
@@ -99,7 +100,13 @@ def write_streaming_dataset(
         )
     meta = ("\n".join(class_names), " ".join(s for s in SPLITS if s in samples))
     optimize(
-        _meta_item, [meta], f"{output_dir}/{META}", num_workers=1, start_method=start_method, verbose=False
+        _meta_item,
+        [meta],
+        f"{output_dir}/{META}",
+        chunk_size=1,
+        num_workers=1,
+        start_method=start_method,
+        verbose=False,
     )
 
 
@@ -162,6 +169,8 @@ class StreamingDataModule(ImageDataModule):
         self.input_dir = str(input_dir).rstrip("/")
         self.cache_dir, self.decode_on_device = cache_dir, decode_on_device
         self._meta: tuple[list[str], list[str]] | None = None
+        self._train_loader: StreamingDataLoader | None = None
+        self._train_state: dict[str, Any] | None = None  # from a checkpoint, for the next train loader
 
     def _read_meta(self) -> tuple[list[str], list[str]]:
         if self._meta is None:
@@ -191,6 +200,27 @@ class StreamingDataModule(ImageDataModule):
                 seed=self.seed,
                 transform=DecodeImage(pipeline.prepare, pipeline.augment, decode=not self.decode_on_device),
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position, saved in every checkpoint (rank 0's: ranks step together).
+
+        Lightning also saves stateful loaders itself, but restores them only if the loader did not
+        exist before the checkpoint was read, and the learning-rate schedule's
+        ``estimated_stepping_batches`` builds it earlier (Lightning issue #20550). A datamodule's
+        state is restored before that, so the position travels here too.
+        """
+        return {} if self._train_loader is None else {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_state = state_dict.get("train_loader")
+        if self._train_state is not None and self._train_loader is not None:
+            self._train_loader.load_state_dict(self._train_state)  # strategies that restore after setup
+
+    def train_dataloader(self) -> StreamingDataLoader:
+        self._train_loader = self._loader("train")
+        if self._train_state is not None:
+            self._train_loader.load_state_dict(self._train_state)
+        return self._train_loader
 
     def _loader(self, split: str) -> StreamingDataLoader:
         if split not in self.datasets:
