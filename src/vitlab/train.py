@@ -27,7 +27,7 @@ from vitlab.config import (
     validate,
 )
 from vitlab.loggers import build_loggers, finish_wandb
-from vitlab.models.profile import variant_cost
+from vitlab.models.cost import variant_cost
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
