@@ -8,12 +8,25 @@ import runpy
 from dataclasses import replace
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from conftest import TINY_RUN
 
-from vitlab.bench import StepSpec, Timing, build_model, interleaved, make_step, rotations
+from vitlab.bench import (
+    EpochTimer,
+    StepSpec,
+    Timing,
+    bare_fit,
+    build_model,
+    compose_train_config,
+    interleaved,
+    make_step,
+    rotations,
+)
 from vitlab.models import available_models
 from vitlab.models.cost import count_parameters
+from vitlab.train import train
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -145,3 +158,60 @@ def test_bench_model_prints_ours_against_timm_as_a_markdown_table(capsys):
         assert float(row["ours/timm"]) == pytest.approx(ours / timm, abs=0.01)  # of unrounded rates
         assert row["ours peak MiB"] == "-"
     assert re.match(r"device=cpu batch=1 compile=False", printed)
+
+
+# A two-batch epoch of the tiny test run, without the sanity check's validation batches (whose loader
+# draws from the global RNG and so would shuffle the training batches differently).
+TINY_EPOCHS = [*TINY_RUN, "data.train_size=32", "+trainer.num_sanity_val_steps=0"]
+
+
+class KeepModel(L.Callback):
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.model = module.model
+
+
+def test_the_bare_loop_trains_to_exactly_the_weights_lightning_reaches(tmp_path):
+    """Same data order, model, optimizer groups and schedule, clipping and loss: the two loops do the
+    same arithmetic, so the overhead measured is Lightning's alone."""
+    overrides = [
+        *TINY_EPOCHS,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "label_smoothing=0.1",
+        "model.drop_path=0.1",
+    ]
+    timer, kept = EpochTimer(), KeepModel()
+    train(compose_train_config(overrides, tmp_path / "lightning"), callbacks=[timer, kept])
+    assert timer.settings.gradient_clip_val == 1.0 and timer.settings.gradient_clip_algorithm == "norm"
+    seconds, model = bare_fit(compose_train_config(overrides, tmp_path / "bare"), timer.settings)
+    assert len(seconds) == len(timer.seconds) == 1
+    torch.testing.assert_close(model.state_dict(), kept.model.state_dict())
+    with pytest.raises(ValueError, match=r"trainer.precision=bf16-true"):
+        bare_fit(
+            compose_train_config(overrides, tmp_path / "b2"), replace(timer.settings, precision="bf16-true")
+        )
+
+
+@pytest.mark.slow
+def test_framework_bench_times_the_small_data_recipe_against_the_bare_loop(
+    tmp_path, capsys, make_image_folder
+):
+    root = make_image_folder(n_per_class={"train": 6, "test": 2}, size=40)
+    script("bench_framework.py")["main"](
+        [
+            *(f"data.root={root}", "data.num_workers=0", "data.batch_size=9", "model.image_size=32"),
+            *("model.depth=1", "callbacks.model_summary=null", f"paths.log_dir={tmp_path / 'logs'}"),
+            *("--repeats", "2", "--out", str(tmp_path / "bench")),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert printed.startswith("experiment=foodvision_small_data trainer.max_epochs=2 data.root=")
+    rows = {row["run"]: row for row in table_rows(printed)}
+    assert list(rows) == ["bare PyTorch loop", "Lightning, CSV", "Lightning, CSV + W&B offline"]
+    assert all(row["epochs timed"] == "2" for row in rows.values())  # 2 repeats x (2 epochs - 1 warm-up)
+    assert rows["bare PyTorch loop"]["overhead"] == "-"
+    bare = float(rows["bare PyTorch loop"]["epoch s (median)"])
+    for label in ("Lightning, CSV", "Lightning, CSV + W&B offline"):
+        overhead = float(rows[label]["overhead"].removesuffix(" %"))
+        assert overhead == pytest.approx(100 * (float(rows[label]["epoch s (median)"]) / bare - 1), abs=0.2)
+    assert len(list((tmp_path / "bench").glob("*/*/bench.log"))) == 6  # each run's output in its own log
+    assert len(list((tmp_path / "bench").glob("*/*/wandb/offline-run-*"))) == 2

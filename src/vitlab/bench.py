@@ -9,21 +9,30 @@ the allocator's peak counter, on CPU as the growth of the resident set (Linux).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
+from vitlab.config import CONFIG_DIR
 from vitlab.models import create_model
+from vitlab.train import build_module, train
 
 # A run returns None to have its whole call timed, or the seconds of the part it timed itself (one
 # value or several, e.g. the epochs inside a longer fit).
@@ -226,3 +235,161 @@ def peak_memory(spec: StepSpec, steps: int = 2, threads: int | None = None) -> f
     context = multiprocessing.get_context("spawn")  # a fork would share the parent's memory peak
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(_peak_memory_here, spec, steps, threads).result()
+
+
+# ------------------------------------------------------------ a Lightning epoch against a bare loop
+
+# The Lightning runs compared with the bare loop: a label and the logger overrides of each.
+LOGGER_RUNS: dict[str, list[str]] = {
+    "Lightning, CSV": ["logger=csv"],
+    "Lightning, CSV + W&B offline": ["logger=[csv,wandb]", "logger.wandb.offline=true"],
+}
+BARE = "bare PyTorch loop"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What the bare loop takes from a Lightning run, so that both do the same arithmetic."""
+
+    device: torch.device
+    precision: str  # Lightning's resolved value: 32-true, bf16-mixed, 16-mixed
+    gradient_clip_val: float | None
+    gradient_clip_algorithm: str | None
+    accumulate_grad_batches: int
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch inside a fit, from its start to the next one's (or to the
+    end of training), so that everything Lightning does per epoch counts: its loops, logging and
+    callbacks. Also notes the settings the trainer ran with."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.settings: TrainerSettings | None = None
+        self._started: float | None = None
+
+    def _now(self, trainer: L.Trainer) -> float:
+        synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = self._now(trainer)
+        if self._started is not None:
+            self.seconds.append(now - self._started)
+        self._started = now
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._started is not None:
+            self.seconds.append(self._now(trainer) - self._started)
+        self.settings = TrainerSettings(
+            device=trainer.strategy.root_device,
+            precision=str(trainer.precision),
+            gradient_clip_val=trainer.gradient_clip_val,
+            gradient_clip_algorithm=getattr(trainer.gradient_clip_algorithm, "value", None),  # an enum
+            accumulate_grad_batches=trainer.accumulate_grad_batches,
+        )
+
+
+def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """The config ``python train.py <overrides>`` runs, writing into ``output_dir``, without testing."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}", "test=false"])
+
+
+def bare_fit(cfg: DictConfig, settings: TrainerSettings) -> tuple[list[float], nn.Module]:
+    """Train as ``train(cfg)`` does, in a plain PyTorch loop: the same datamodule, model, optimizer
+    and schedule (from the module's own ``configure_optimizers``), precision and clipping, without
+    Lightning, loggers, metrics or callbacks. Returns each epoch's seconds and the trained model."""
+    if settings.accumulate_grad_batches != 1:
+        raise ValueError(
+            f"trainer.accumulate_grad_batches={settings.accumulate_grad_batches}: the bare loop steps "
+            "every batch; compare with trainer.accumulate_grad_batches=1."
+        )
+    mixed = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+    if settings.precision not in mixed:
+        raise ValueError(
+            f"trainer.precision={settings.precision}: the bare loop runs {', '.join(mixed)}; pick one."
+        )
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
+    model = module.model.to(settings.device).train()
+    if cfg.get("compile"):
+        model.compile()
+    loader = datamodule.train_dataloader()
+    # configure_optimizers reads only the run's number of optimizer steps from its trainer.
+    module.trainer = SimpleNamespace(estimated_stepping_batches=cfg.trainer.max_epochs * len(loader))
+    configured = module.configure_optimizers()
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
+    device, dtype = settings.device, mixed[settings.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+
+    seconds = []
+    for _ in range(cfg.trainer.max_epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        for images, targets in loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if datamodule.soft_targets:
+                images, targets = datamodule.batch_transform(images, targets)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = F.cross_entropy(model(images), targets, label_smoothing=module.label_smoothing)
+            scaler.scale(loss).backward()
+            if settings.gradient_clip_val:
+                scaler.unscale_(optimizer)
+                if settings.gradient_clip_algorithm == "value":
+                    nn.utils.clip_grad_value_(parameters, settings.gradient_clip_val)
+                else:
+                    nn.utils.clip_grad_norm_(parameters, settings.gradient_clip_val)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds, model
+
+
+def framework_epochs(
+    overrides: Sequence[str],
+    out_dir: Path,
+    repeats: int = 3,
+    warmup_epochs: int = 1,
+    logger_runs: Mapping[str, Sequence[str]] = LOGGER_RUNS,
+) -> tuple[dict[str, Timing], TrainerSettings]:
+    """Epoch seconds of ``train.py <overrides>`` under each of ``logger_runs`` and of the bare loop
+    (``BARE``), interleaved. Every run trains from scratch for ``trainer.max_epochs`` epochs; its
+    first ``warmup_epochs`` (worker start-up, first allocations) are not kept. The bare loop copies
+    device, precision and clipping from the Lightning runs, so these go first in the first repeat.
+    Each run's output (config tree, progress bar) goes to ``out_dir/<n>/bench.log``."""
+    numbers = itertools.count()
+    settings: list[TrainerSettings] = []
+
+    def logged(run: Callable[[Path], list[float]]) -> list[float]:
+        run_dir = out_dir / str(next(numbers))
+        run_dir.mkdir(parents=True)
+        with open(run_dir / "bench.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+            return run(run_dir)[warmup_epochs:]
+
+    def lightning(logger_overrides: Sequence[str]) -> Run:
+        def fit(run_dir: Path) -> list[float]:
+            timer = EpochTimer()
+            train(compose_train_config([*overrides, *logger_overrides], run_dir), callbacks=[timer])
+            settings.append(timer.settings)
+            return timer.seconds
+
+        return lambda: logged(fit)
+
+    def bare() -> list[float]:
+        return logged(lambda run_dir: bare_fit(compose_train_config(overrides, run_dir), settings[0])[0])
+
+    runs = {label: lightning(extra) for label, extra in logger_runs.items()} | {BARE: bare}
+    timings = interleaved(runs, repeats)
+    if any(s != settings[0] for s in settings):
+        raise RuntimeError(f"the Lightning runs used different trainer settings: {settings}")
+    return timings, settings[0]
