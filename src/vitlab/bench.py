@@ -4,7 +4,9 @@
 Runs are repeated in rotating order (A B C, B C A, C A B, ...) and summarised by the median, so that
 every run sees the same, drifting machine state and one slow repeat does not move the result. Peak
 memory is measured in a fresh process per step, so that it belongs to that model alone: on CUDA with
-the allocator's peak counter, on CPU as the growth of the resident set (Linux).
+the allocator's peak counter, on CPU as the growth of the resident set (Linux). Besides model steps
+it times whole training epochs: Lightning's (``train.py`` as configured) against a bare PyTorch loop
+doing the same arithmetic, for the framework's overhead.
 """
 
 from __future__ import annotations
