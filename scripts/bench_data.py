@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def loader_rows(modules: Mapping[str, ImageDataModule], epochs: int) -> list[dic
         dm.setup("fit")
         notes[label] = f"setup {time.perf_counter() - start:.1f} s, {dm.num_workers} workers"
         loaders[label] = dm.train_dataloader()
-    runs = {label: (lambda loader=loader: _epoch(loader)) for label, loader in loaders.items()}
+    runs = {label: partial(_epoch, loader) for label, loader in loaders.items()}
     timings = interleaved(runs, repeats=epochs, warmup=1)
     return [
         {"what": label, "images/s": timings[label].rate(len(loaders[label].dataset)), "notes": notes[label]}

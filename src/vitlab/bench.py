@@ -28,11 +28,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from vitlab.config import CONFIG_DIR
+from vitlab.config import CONFIG_DIR, ConfigError
 from vitlab.models import create_model
 from vitlab.train import build_module, train
 
@@ -295,7 +296,10 @@ class EpochTimer(L.Callback):
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     """The config ``python train.py <overrides>`` runs, writing into ``output_dir``, without testing."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}", "test=false"])
+        try:
+            return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}", "test=false"])
+        except (ConfigCompositionException, OverrideParseException) as error:
+            raise ConfigError(f"{' '.join(overrides)}: {error}") from None
 
 
 def bare_fit(cfg: DictConfig, settings: TrainerSettings) -> tuple[list[float], nn.Module]:
