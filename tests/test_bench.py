@@ -162,7 +162,7 @@ def test_bench_model_prints_ours_against_timm_as_a_markdown_table(capsys):
 
 # A two-batch epoch of the tiny test run, without the sanity check's validation batches (whose loader
 # draws from the global RNG and so would shuffle the training batches differently).
-TINY_EPOCHS = [*TINY_RUN, "data.train_size=32", "+trainer.num_sanity_val_steps=0"]
+TINY_EPOCHS = [*TINY_RUN, "+trainer.limit_train_batches=2", "+trainer.num_sanity_val_steps=0"]
 
 
 class KeepModel(L.Callback):

@@ -259,6 +259,7 @@ class TrainerSettings:
     gradient_clip_val: float | None
     gradient_clip_algorithm: str | None
     accumulate_grad_batches: int
+    batches_per_epoch: int  # after trainer.limit_train_batches
 
 
 class EpochTimer(L.Callback):
@@ -290,6 +291,7 @@ class EpochTimer(L.Callback):
             gradient_clip_val=trainer.gradient_clip_val,
             gradient_clip_algorithm=getattr(trainer.gradient_clip_algorithm, "value", None),  # an enum
             accumulate_grad_batches=trainer.accumulate_grad_batches,
+            batches_per_epoch=int(trainer.num_training_batches),
         )
 
 
@@ -304,8 +306,8 @@ def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConf
 
 def bare_fit(cfg: DictConfig, settings: TrainerSettings) -> tuple[list[float], nn.Module]:
     """Train as ``train(cfg)`` does, in a plain PyTorch loop: the same datamodule, model, optimizer
-    and schedule (from the module's own ``configure_optimizers``), precision and clipping, without
-    Lightning, loggers, metrics or callbacks. Returns each epoch's seconds and the trained model."""
+    and schedule (from the module's own ``configure_optimizers``), precision, clipping and batches
+    per epoch, without Lightning, loggers, metrics or callbacks. Returns each epoch's seconds and the trained model."""
     if settings.accumulate_grad_batches != 1:
         raise ValueError(
             f"trainer.accumulate_grad_batches={settings.accumulate_grad_batches}: the bare loop steps "
@@ -326,7 +328,8 @@ def bare_fit(cfg: DictConfig, settings: TrainerSettings) -> tuple[list[float], n
         model.compile()
     loader = datamodule.train_dataloader()
     # configure_optimizers reads only the run's number of optimizer steps from its trainer.
-    module.trainer = SimpleNamespace(estimated_stepping_batches=cfg.trainer.max_epochs * len(loader))
+    steps = cfg.trainer.max_epochs * settings.batches_per_epoch
+    module.trainer = SimpleNamespace(estimated_stepping_batches=steps)
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
     scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
@@ -338,7 +341,7 @@ def bare_fit(cfg: DictConfig, settings: TrainerSettings) -> tuple[list[float], n
     for _ in range(cfg.trainer.max_epochs):
         synchronize(device)
         start = time.perf_counter()
-        for images, targets in loader:
+        for images, targets in itertools.islice(loader, settings.batches_per_epoch):
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if datamodule.soft_targets:
                 images, targets = datamodule.batch_transform(images, targets)
