@@ -160,8 +160,9 @@ def test_bench_model_prints_ours_against_timm_as_a_markdown_table(capsys):
     assert re.match(r"device=cpu batch=1 compile=False", printed)
 
 
-# A two-batch epoch of the tiny test run, without the sanity check's validation batches (whose loader
-# draws from the global RNG and so would shuffle the training batches differently).
+# Epochs of the tiny test run limited to two of its three batches (the bare loop must keep to that),
+# without the sanity check's validation batches (whose loader draws from the global RNG and so would
+# shuffle the training batches differently).
 TINY_EPOCHS = [*TINY_RUN, "+trainer.limit_train_batches=2", "+trainer.num_sanity_val_steps=0"]
 
 
