@@ -1,8 +1,12 @@
-"""Is the data pipeline fast enough? Loader images/s (cache off and on) beside the training
-images/s of a ViT at the same resolution (bf16 autocast on CPU; CUDA if available).
+"""Is the data pipeline fast enough? Training-loader images/s beside the training images/s of a ViT
+at the same resolution (bf16 autocast; on CUDA if available), as a markdown table.
 
-Uses the real FoodVision Mini images when found, else synthetic images; --streaming-dir adds a row
-for the same images converted to litdata's format (scripts/convert_streaming.py), read from disk:
+Loader epochs are interleaved and the median reported (``vitlab.bench``); the first epoch of each
+loader is an untimed warm-up that pays for worker start-up. Uses the real FoodVision Mini images
+(cache off and on) when found at --data-root (default: where ``train.py`` looks for them), else
+synthetic images; --streaming-dir adds the same images converted to litdata's format
+(scripts/convert_streaming.py), read from local disk. --per-worker prints instead what one loader
+worker delivers per CPU-second and how many workers a GPU training at the given rate needs:
 
     python scripts/bench_data.py --data-root ../shared/data/pizza_steak_sushi
     python scripts/bench_data.py --data-root ../shared/data/pizza_steak_sushi --streaming-dir /tmp/pss_streaming
@@ -13,37 +17,49 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from hydra import compose, initialize_config_dir
+from torch.utils.data import DataLoader
 
+from vitlab.bench import StepSpec, interleaved, time_steps
+from vitlab.config import CONFIG_DIR
 from vitlab.data import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
-from vitlab.models import create_model
+from vitlab.data.transforms import TRAIN_PRESETS
+from vitlab.tables import markdown_table
+
+COLUMNS = ["what", "images/s", "x model", "notes"]
 
 
-def loader_rate(dm: ImageDataModule, epochs: int) -> tuple[float, float]:
-    """(setup seconds, images/s over the epochs after the first, which pays for worker start-up)."""
-    start = time.perf_counter()
-    dm.setup("fit")
-    setup_s = time.perf_counter() - start
-    loader = dm.train_dataloader()
-    images, elapsed = 0, 0.0
-    for epoch in range(epochs + 1):
-        start = time.perf_counter()
-        count = sum(len(batch[1]) for batch in loader)
-        if epoch:
-            images, elapsed = images + count, elapsed + time.perf_counter() - start
-    return setup_s, images / elapsed
+def default_data_root() -> Path:
+    """FoodVision Mini's folder as ``train.py`` finds it (``data=foodvision_mini``, ``paths.data_dir``)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return Path(compose("train", overrides=["data=foodvision_mini"]).data.root)
 
 
-def streaming_datamodule(input_dir: Path, common: dict) -> ImageDataModule:
+def folder_loaders(root: Path, common: Mapping[str, Any]) -> dict[str, ImageDataModule]:
+    return {
+        f"loader, cache {'on' if cache else 'off'}": ImageFolderDataModule(
+            root, val_fraction=0, cache=cache, **common
+        )
+        for cache in (False, True)
+    }
+
+
+def synthetic_loaders(common: Mapping[str, Any]) -> dict[str, ImageDataModule]:
+    return {"loader, synthetic (generated per image)": SyntheticDataModule(train_size=225, **common)}
+
+
+def streaming_loaders(input_dir: Path, common: Mapping[str, Any]) -> dict[str, ImageDataModule]:
     """The same images converted by scripts/convert_streaming.py, streamed from ``input_dir``."""
     from vitlab.data.streaming import StreamingDataModule  # litdata is an optional extra
 
-    return StreamingDataModule(str(input_dir), **common)
+    return {"loader, streaming (litdata, local disk)": StreamingDataModule(str(input_dir), **common)}
 
 
 def per_worker_rate(dm: ImageDataModule) -> float:
@@ -62,45 +78,37 @@ def per_worker_rate(dm: ImageDataModule) -> float:
         torch.set_num_threads(threads)
 
 
-def training_rate(model_name: str, num_classes: int, image_size: int, batch_size: int, steps: int) -> float:
-    """Images/s of full training steps (forward, backward, AdamW) under bf16 autocast."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = create_model(model_name, num_classes=num_classes, image_size=image_size).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    labels = torch.randint(0, num_classes, (batch_size,), device=device)
+def _epoch(loader: DataLoader) -> None:
+    for _ in loader:
+        pass
 
-    def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16):
-            loss = nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up: allocations, kernel selection
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - start)
+def loader_rows(modules: Mapping[str, ImageDataModule], epochs: int) -> list[dict[str, Any]]:
+    """Each module's setup time (once) and training-loader images/s (median of interleaved epochs)."""
+    notes, loaders = {}, {}
+    for label, dm in modules.items():
+        start = time.perf_counter()
+        dm.setup("fit")
+        notes[label] = f"setup {time.perf_counter() - start:.1f} s, {dm.num_workers} workers"
+        loaders[label] = dm.train_dataloader()
+    runs = {label: partial(_epoch, loader) for label, loader in loaders.items()}
+    timings = interleaved(runs, repeats=epochs, warmup=1)
+    return [
+        {"what": label, "images/s": timings[label].rate(len(loaders[label].dataset)), "notes": notes[label]}
+        for label in modules
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    default_root = Path(os.environ.get("VITLAB_DATA_DIR", "data")) / "pizza_steak_sushi"
-    parser.add_argument(
-        "--data-root", type=Path, default=default_root, help="an image folder (else synthetic)"
-    )
+    parser.add_argument("--data-root", type=Path, default=None, help="an image folder (else synthetic)")
     parser.add_argument("--model", default="vit_ti16")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=None, help="default: one per CPU")
-    parser.add_argument("--train-transform", default="none", choices=["none", "basic", "strong"])
+    parser.add_argument("--train-transform", default="none", choices=TRAIN_PRESETS)
     parser.add_argument("--epochs", type=int, default=2, help="timed loader epochs (after one warm-up epoch)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up step)")
     parser.add_argument("--streaming-dir", type=Path, default=None, help="also time this converted dataset")
@@ -114,52 +122,50 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
+    root = args.data_root or default_data_root()
     common = {
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "train_transform": args.train_transform,
     }
-    real = (args.data_root / "train").is_dir()
-    if real:
-        source = str(args.data_root)
-        variants = {
-            f"loader, cache {'on' if cache else 'off'}": ImageFolderDataModule(
-                args.data_root, val_fraction=0, cache=cache, **common
-            )
-            for cache in (False, True)
-        }
+    if (root / "train").is_dir():
+        source, modules = str(root), folder_loaders(root, common)
     else:
-        source = f"synthetic images (no image folder at {args.data_root})"
-        variants = {"loader, synthetic (generated per image)": SyntheticDataModule(train_size=225, **common)}
+        source, modules = f"synthetic images (no image folder at {root})", synthetic_loaders(common)
     if args.streaming_dir is not None:
-        variants["loader, streaming (litdata, local disk)"] = streaming_datamodule(args.streaming_dir, common)
+        modules.update(streaming_loaders(args.streaming_dir, common))
     if args.per_worker is not None:
         print(f"data: {source}; {args.image_size} px, train_transform={args.train_transform}, one thread")
-        print(f"| {'what':<56} | {'images per CPU-s':>16} | workers for {args.per_worker:,.0f} images/s")
-        print(f"|{'-' * 58}|{'-' * 18}|------")
-        for label, dm in variants.items():
+        rows = []
+        for label, dm in modules.items():
             rate = per_worker_rate(dm)
-            print(f"| {label:<56} | {rate:>16.1f} | {math.ceil(args.per_worker / rate)}")
+            rows.append(
+                {"what": label, "images per CPU-s": rate, "workers": math.ceil(args.per_worker / rate)}
+            )
+        print(markdown_table(rows, ["what", "images per CPU-s", "workers"]), end="")
         return
-    rows = []
-    for label, dm in variants.items():
-        setup_s, rate = loader_rate(dm, args.epochs)
-        rows.append((label, rate, f"setup {setup_s:.1f} s, {dm.num_workers} workers"))
-    num_classes = dm.num_classes
-    model_rate = training_rate(args.model, num_classes, args.image_size, args.batch_size, args.steps)
-    device = "cuda" if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"
+    rows = loader_rows(modules, args.epochs)
+
+    num_classes = next(iter(modules.values())).num_classes
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = StepSpec(args.model, "train", args.batch_size, args.image_size, num_classes, "bf16", device)
+    model_rate = time_steps({"model": spec}, repeats=args.steps, warmup=1)["model"].rate(args.batch_size)
+    where = "cuda" if device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     rows.append(
-        (f"{args.model} training step (bf16 autocast, {device})", model_rate, "forward+backward+AdamW")
+        {
+            "what": f"{args.model} training step (bf16 autocast, {where})",
+            "images/s": model_rate,
+            "notes": "forward+backward+AdamW",
+        }
     )
+    for row in rows:
+        row["x model"] = row["images/s"] / model_rate
 
     print(
         f"data: {source}; {args.image_size} px, batch {args.batch_size}, train_transform={args.train_transform}"
     )
-    print(f"| {'what':<56} | {'images/s':>9} | {'x model':>7} | notes")
-    print(f"|{'-' * 58}|{'-' * 11}|{'-' * 9}|------")
-    for label, rate, notes in rows:
-        print(f"| {label:<56} | {rate:>9.1f} | {rate / model_rate:>7.1f} | {notes}")
+    print(markdown_table(rows, COLUMNS), end="")
 
 
 if __name__ == "__main__":

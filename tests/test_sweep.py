@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from matplotlib.image import imread
 
-from vitlab.models.profile import variant_cost
+from vitlab.models.cost import variant_cost
 from vitlab.sweep import COLUMNS, read_csv_history, summarize_sweep, summarize_wandb
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vitlab.models.profile import variant_cost
+from vitlab.models.cost import variant_cost
 from vitlab.models.variants import MODEL_OVERRIDES
 from vitlab.tables import write_tables
 from vitlab.viz.curves import CURVES, History, plot_loss_curves

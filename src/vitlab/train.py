@@ -39,8 +39,8 @@ from vitlab.config import (
 from vitlab.data.datamodule import usable_cpus
 from vitlab.data.transforms import resize_size_for
 from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import resolve_preprocessing
-from vitlab.models.profile import variant_cost
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)

@@ -90,6 +90,6 @@ def test_bench_data_prints_loader_and_model_rates(tmp_path, capsys):
     bench([*args, "--epochs", "1", "--steps", "1"])
     printed = capsys.readouterr().out
     assert "synthetic images" in printed
-    rates = re.findall(r"^\| (.+?)\s+\|\s+([\d.]+) \|", printed, flags=re.MULTILINE)
+    rates = re.findall(r"^\| (.+?) \| ([\d,.]+) \|", printed, flags=re.MULTILINE)
     assert [label.split(" (")[0] for label, _ in rates] == ["loader, synthetic", "vit_ti16 training step"]
-    assert all(float(rate) > 0 for _, rate in rates)
+    assert all(float(rate.replace(",", "")) > 0 for _, rate in rates)
