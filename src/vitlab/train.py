@@ -28,6 +28,7 @@ from vitlab.config import (
 )
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.profile import variant_cost
+from vitlab.slurm import requeue_checkpoint
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         logger=loggers or False,
         precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
     )
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
+    ckpt_path = cfg.get("ckpt_path") or requeue_checkpoint(output_dir)  # a requeued SLURM job goes on
+    ckpt_path = resolve_ckpt_path(ckpt_path, output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
     try:
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
