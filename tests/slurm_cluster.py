@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 PACKAGES = ("slurm-wlm", "munge")
@@ -24,7 +25,9 @@ PARTITION = "debug"
 
 
 def _missing_programs() -> list[str]:
-    return [name for name in DAEMONS if shutil.which(name, path=os.environ["PATH"] + ":/usr/sbin:/sbin") is None]
+    return [
+        name for name in DAEMONS if shutil.which(name, path=os.environ["PATH"] + ":/usr/sbin:/sbin") is None
+    ]
 
 
 def _install_packages() -> str | None:
@@ -129,7 +132,9 @@ class LocalSlurm:
     def _spawn(self, *command: str) -> None:
         log = open(self.folder / f"{command[0]}.out", "w")  # noqa: SIM115 - the daemon holds it open
         self._processes.append(
-            subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         )
 
     def logs_tail(self) -> str:
@@ -173,3 +178,19 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlu
     else:
         os.environ["SLURM_CONF"] = previous
     cluster.stop()
+
+
+class PauseAtStep(L.Callback):
+    """Test hook run inside SLURM jobs: after training step ``step``, rank 0 writes ``paused`` in the
+    run folder and waits until the test deletes it, so a signal can be sent at a known point."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            marker = Path(trainer.default_root_dir) / "paused"
+            marker.touch()
+            deadline = time.monotonic() + 300
+            while marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)

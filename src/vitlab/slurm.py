@@ -61,7 +61,9 @@ class RequeueOnSignal(L.Callback):
     requeued at most ``max_requeues`` times, so a time limit too short to make progress cannot loop.
     """
 
-    def __init__(self, signal_name: str = "USR2", check_every_n_steps: int = 10, max_requeues: int = 10) -> None:
+    def __init__(
+        self, signal_name: str = "USR2", check_every_n_steps: int = 10, max_requeues: int = 10
+    ) -> None:
         if not hasattr(signal, f"SIG{signal_name}"):
             raise ValueError(f"signal_name={signal_name}: not a signal; use USR1, USR2 or TERM.")
         if check_every_n_steps < 1:
@@ -115,6 +117,8 @@ class RequeueOnSignal(L.Callback):
                 path,
             )
             return
+        for logger in trainer.loggers:
+            logger.save()  # the metrics so far, which the resumed run keeps
         if trainer.is_global_zero:
             log.warning("job %s signalled: checkpoint %s written, requeueing", self._job_id(), path)
             subprocess.run(["scontrol", "requeue", str(self._job_id())], check=True)
