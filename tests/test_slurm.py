@@ -169,8 +169,8 @@ def test_a_job_signalled_mid_run_is_requeued_and_ends_at_the_same_step_as_one_le
     preempted, left_alone = results(preempted_sweep, "0"), results(preempted_sweep, "1")
     assert (preempted_sweep / "0" / "checkpoints" / REQUEUE_CHECKPOINT).is_file()
     assert not (preempted_sweep / "1" / "checkpoints" / REQUEUE_CHECKPOINT).exists()
-    job_logs = "".join(p.read_text() for p in (preempted_sweep / ".submitit").glob("*_0/*_0_log.err"))
-    assert "job requeued (restart 1)" in job_logs
+    job_log = "".join(p.read_text() for p in (preempted_sweep / ".submitit").glob("*_0/*_0_log.*"))
+    assert job_log.index("signalled: checkpoint") < job_log.index("job requeued (restart 1): resuming from")
     assert preempted["global_step"] == left_alone["global_step"] > 4  # past the step it was stopped at
     assert preempted["epochs"] == left_alone["epochs"]
 
