@@ -1,9 +1,8 @@
-"""Build a FoodVision-style subset (some classes, a fraction of their images) from a local Food-101.
+"""Build a FoodVision-style image folder (some classes, a fraction of their images) from a local Food-101.
 
-Food-101 must be in torchvision's ``Food101`` layout: ``<root>/food-101/images/<class>/<id>.jpg``
-and ``<root>/food-101/meta/{train,test}.txt``. The sampling follows the PyTorch course's data
-creation step: per split, the images of the chosen classes are listed in ``meta/<split>.txt``
-order and ``random.sample`` draws ``round(fraction * count)`` of them after ``random.seed(seed)``.
+Food-101 must be in torchvision's ``Food101`` layout; the sampling is ``vitlab.data.food101``'s (the
+PyTorch course's), the same that ``data=food101 data.classes=[...] data.fraction=...`` trains on
+without copying files. This script writes the subset out, e.g. to share it as a zip:
 
     python scripts/make_foodvision.py --food101 ~/datasets --fraction 0.2 --out data/pizza_steak_sushi_20_percent --zip
 """
@@ -12,32 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 
-from vitlab.data.foodvision import sha256sum
-
-SPLITS = ("train", "test")
-
-
-def food101_folder(root: Path) -> Path:
-    """``root`` may be torchvision's root (holding ``food-101/``) or ``food-101/`` itself."""
-    for folder in (root / "food-101", root):
-        if (folder / "meta" / "train.txt").is_file() and (folder / "images").is_dir():
-            return folder
-    raise SystemExit(
-        f"no Food-101 at {root}: expected {root}/food-101/images/<class>/*.jpg and "
-        f"{root}/food-101/meta/train.txt (torchvision's Food101 layout; "
-        f"torchvision.datasets.Food101(root, download=True) creates it)."
-    )
-
-
-def sample_split(meta: Path, classes: list[str], fraction: float) -> list[str]:
-    """``"<class>/<id>"`` entries of one split, sampled as the course does."""
-    entries = [line.strip() for line in meta.read_text().splitlines() if line.split("/")[0] in classes]
-    return random.sample(entries, k=round(fraction * len(entries)))
+from vitlab.data.download import sha256sum
+from vitlab.data.food101 import choose_classes, food101_folder, read_classes, sample_subset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,22 +30,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the new image folder (must not exist)")
     parser.add_argument("--zip", action="store_true", help="also write <out>.zip and print its SHA-256")
     args = parser.parse_args(argv)
-    if not 0 < args.fraction <= 1:
-        parser.error(f"--fraction={args.fraction}: must be in (0, 1].")
     if args.out.exists():
         parser.error(f"--out {args.out} exists: choose a new folder, or delete it first.")
-    food101 = food101_folder(args.food101)
-    available = {p.name for p in (food101 / "images").iterdir() if p.is_dir()}
-    unknown = sorted(set(args.classes) - available)
-    if unknown:
-        parser.error(f"unknown Food-101 classes {unknown}: choose from {', '.join(sorted(available))}.")
+    try:
+        food101 = food101_folder(args.food101)
+        classes = choose_classes(args.classes, read_classes(food101))
+        subset = sample_subset(food101, classes, args.fraction, args.seed)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
 
-    random.seed(args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", suffix=".partial", dir=args.out.parent))
     try:
-        for split in SPLITS:
-            entries = sample_split(food101 / "meta" / f"{split}.txt", args.classes, args.fraction)
+        for split, entries in subset.items():
             for entry in entries:
                 target = tmp / split / f"{entry}.jpg"
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,48 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture
+def make_food101(make_image_folder) -> Callable[..., Path]:
+    """``make_food101(classes, n_train, n_test)`` -> a torchvision root holding ``food-101/`` in
+    torchvision's Food101 layout: ``images/<class>/<id>.jpg``, ``meta/classes.txt``,
+    ``meta/{train,test}.json``; ids below ``n_train`` are train images."""
+
+    def make(
+        classes: Sequence[str] = ("pizza", "ramen", "steak", "sushi"), n_train: int = 10, n_test: int = 4
+    ) -> Path:
+        images = make_image_folder("food101_images", classes, n_train + n_test, size=16, splits=("all",))
+        folder = images.parent / "torchvision_root" / "food-101"
+        (folder / "meta").mkdir(parents=True)
+        (folder / "images").symlink_to(images / "all")
+        (folder / "meta" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        for split, ids in (("train", range(n_train)), ("test", range(n_train, n_train + n_test))):
+            listed = {c: [f"{c}/{i}" for i in ids] for c in classes}
+            (folder / "meta" / f"{split}.json").write_text(json.dumps(listed))
+        return folder.parent
+
+    return make
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
+    """A folder served at http://127.0.0.1:<port>/ (``served.url``), without any proxy."""
+    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TINY_RUN
+from test_resume import assert_metrics_match_confusion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +70,7 @@ def test_two_cpu_processes_train_with_ddp_and_count_each_test_image_once(tmp_pat
     )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert sum(map(sum, results["test_confusion_matrix"])) == 17  # not 18: no padded duplicate
+    assert_metrics_match_confusion(results["metrics"], results["test_confusion_matrix"])  # synced counts
     assert results["global_step"] == 2 * 2  # 48 images / 2 ranks / batch 16 = 2 steps per epoch
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "epoch_001.ckpt",

@@ -18,8 +18,8 @@ import torch
 from conftest import CONFIG_DIR, TINY_RUN
 from hydra import compose, initialize_config_dir
 
-from vitlab.slurm import REQUEUE_CHECKPOINT, requeue_checkpoint
-from vitlab.train import train
+from vitlab.slurm import REQUEUE_CHECKPOINT, requeued_run
+from vitlab.train import continue_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -62,11 +62,13 @@ def test_a_signalled_run_checkpoints_requeues_its_job_and_the_requeued_run_ends_
         train(cfg, callbacks=[SignalAtStep()])
     assert commands == [["scontrol", "requeue", "1234"]]
     assert signal.getsignal(signal.SIGUSR2) is before  # handed back when the run stopped
-    checkpoint = requeue_checkpoint(output_dir)
-    assert checkpoint == str(output_dir / "checkpoints" / REQUEUE_CHECKPOINT)
+    assert requeued_run(output_dir)
+    checkpoint = output_dir / "checkpoints" / REQUEUE_CHECKPOINT
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 2  # the step after the signal
 
-    resumed = train(cfg)  # the requeued job: same config, same run folder
+    cfg.ckpt_path = str(output_dir)  # what train.py's main sets for a requeued job's run folder
+    cfg, overrides = continue_run(cfg)
+    resumed = train(cfg, overrides=overrides)
     uninterrupted = train(
         compose_config("trainer.max_epochs=2", f"paths.output_dir={output_dir.parent / 'alone'}")
     )
@@ -176,7 +178,6 @@ def test_a_job_signalled_mid_run_is_requeued_and_ends_at_the_same_step_as_one_le
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs issue 9's resume (continue the run's metrics.csv and W&B run)", strict=False)
 def test_a_requeued_job_keeps_its_earlier_metrics_and_its_wandb_run(preempted_sweep):
     rows = (preempted_sweep / "0" / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")

@@ -10,11 +10,12 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from conftest import TINY_RUN
 
 from vitlab.eval import evaluate
 from vitlab.models.weights import to_torchvision
 from vitlab.predict import predict
-from vitlab.train import train
+from vitlab.train import continue_run, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -136,29 +137,83 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(compose_config, t
             compose_config("trainer.max_epochs=3", "test=false", f"paths.output_dir={runs / 'crashed'}"),
             callbacks=[CrashMidEpoch(epoch=1)],
         )
-    assert (runs / "crashed" / "checkpoints" / "last.ckpt").is_file()
-    resumed = train(
+    checkpoints = runs / "crashed" / "checkpoints"
+    assert torch.load(checkpoints / "on_exception.ckpt", weights_only=True)["global_step"] == 3 + 2
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert not (runs / "crashed" / "results.json").exists()  # not tested as if it had finished
+    cfg, _ = continue_run(
         compose_config(
             "trainer.max_epochs=3", "test=false", f"paths.output_dir={runs / 'resumed'}", "ckpt_path=last"
         )
     )
+    assert Path(cfg.ckpt_path) == checkpoints / "on_exception.ckpt"  # the highest step, of any kind
+    resumed = train(cfg)
     assert resumed["global_step"] == uninterrupted["global_step"] == 3 * 3
     assert resumed["epochs"] == uninterrupted["epochs"] == 3
 
 
-def test_nan_loss_stops_the_run_with_a_clear_message_and_keeps_checkpoints(compose_config, tmp_path):
-    class PoisonWeights(L.Callback):
-        def on_train_epoch_start(self, trainer, module):
-            if trainer.current_epoch == 1:
+class Snapshots(L.Callback):
+    """The module's weights after every optimizer step, by global step."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.states[trainer.global_step] = {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_a_nan_loss_stops_the_run_and_the_exception_checkpoint_holds_the_last_finite_state(
+    compose_config, tmp_path
+):
+    class PoisonWeights(L.Callback):  # the loss of step 4 (epoch 1, second batch) is NaN
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 4:
                 with torch.no_grad():
                     module.model.head.weight.fill_(float("nan"))
 
-    cfg = compose_config("trainer.max_epochs=3", "test=false")
-    with pytest.raises(FloatingPointError, match=r"training loss is nan at epoch 1.*Lower optimizer.lr"):
-        train(cfg, callbacks=[PoisonWeights()])
+    snapshots = Snapshots()
+    cfg = compose_config("trainer.max_epochs=3", "trainer.log_every_n_steps=2", "test=false")
+    with pytest.raises(FloatingPointError, match=r"between steps 4 and 6 \(epoch 1\).*Lower optimizer.lr"):
+        train(cfg, callbacks=[PoisonWeights(), snapshots])
+    assert any(not torch.isfinite(v).all() for v in snapshots.states[5].values())  # NaN went unseen a while
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "on_exception.ckpt", weights_only=True)
+    assert saved["state_dict"].keys() == snapshots.states[4].keys()
+    for name, value in saved["state_dict"].items():  # the state of step 4, the last checked finite one
+        torch.testing.assert_close(value, snapshots.states[4][name], rtol=0, atol=0)
+    for state in saved["optimizer_states"][0]["state"].values():
+        assert all(torch.isfinite(v).all() for v in state.values())
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 0
-    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert last["global_step"] == 3 and "optimizer_states" in last
+
+
+def test_last_checkpoint_is_the_final_epoch_after_validation_stops_improving(compose_config, tmp_path):
+    # lr 1e-12: the weights barely move, validation accuracy never beats epoch 0 (a plateau)
+    results = train(compose_config("trainer.max_epochs=3", "optimizer.lr=1e-12", "test_ckpt=best"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, results["global_step"]) == (2, 3 * 3)
+    assert "optimizer_states" in last  # the full state, to resume from
+    best = torch.load(checkpoints / "epoch_000.ckpt", weights_only=True)
+    assert "optimizer_states" not in best and best["global_step"] == 3  # weights only
+    assert results["tested_checkpoint"] == "best"  # synthetic data has its own validation split
+
+
+def test_best_is_not_chosen_on_the_test_split(compose_config, make_image_folder, caplog):
+    root = make_image_folder(n_per_class=2, size=32)
+    tiny = [o for o in TINY_RUN if not o.startswith("data")]
+    cfg = compose_config(
+        *tiny,
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.val_fraction=0",
+        "data.num_workers=0",
+        tiny=False,
+    )
+    assert cfg.test_ckpt == "best"  # the default
+    results = train(cfg)
+    assert results["tested_checkpoint"] == "last"
+    assert "testing the last checkpoint instead" in caplog.text
 
 
 def test_eval_and_predict_use_the_trained_checkpoint(compose_config, tmp_path, make_image_folder):
@@ -173,7 +228,7 @@ def test_eval_and_predict_use_the_trained_checkpoint(compose_config, tmp_path, m
         f"paths.output_dir={tmp_path / 'eval'}",
         config_name="eval",
     )
-    metrics = evaluate(eval_cfg)
+    metrics = evaluate(eval_cfg, overrides=["data=synthetic", "data.test_size=17"])
     assert 0.0 <= metrics["test/acc"] <= 1.0
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert sum(map(sum, saved["confusion_matrix"])) == 17  # every test image counted once

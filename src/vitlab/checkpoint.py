@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+from vitlab.config import ConfigError
 from vitlab.data.transforms import Pipeline, eval_transform
 from vitlab.training.module import ViTClassifier
 
@@ -21,10 +22,11 @@ def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> ViTClas
     try:
         # Our checkpoints hold only tensors and plain values: no pickled code runs on load.
         return ViTClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except (KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as error:
-        raise ValueError(
-            f"{path} is not a vitlab training checkpoint ({type(error).__name__}: {error}). Pass a .ckpt "
-            "written by vitlab-train; for plain model weights use model.pretrained=... instead."
+    except (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        # torch's own message here advises weights_only=False and filing an issue: not the user's fix.
+        raise ConfigError(
+            f"ckpt_path={path} is not a vitlab training checkpoint: pass a .ckpt written by vitlab-train "
+            "(a run's checkpoints/ folder); for plain model weights use model.pretrained=... instead."
         ) from None
 
 

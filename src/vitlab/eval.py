@@ -1,4 +1,4 @@
-"""Hydra entry point for evaluation: ``vitlab-eval ckpt_path=.../best.ckpt [data=...]``."""
+"""Hydra entry point for evaluation: ``vitlab-eval ckpt_path=.../last.ckpt [data=...] [data.x=...]``."""
 
 from __future__ import annotations
 
@@ -8,29 +8,52 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import load_classifier
 from vitlab.config import CONFIG_DIR, resolve_precision, user_errors_as_messages
 from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a checkpoint on the configured data's test split; prints and logs the metrics."""
+def data_config(cfg: DictConfig, module: ViTClassifier, overrides: list[Override]) -> DictConfig:
+    """The data to test on: the training run's data config stored in the checkpoint (root, classes,
+    preprocessing), unless the command picks a ``data=`` config; ``data.*`` options given on the
+    command line win either way. Checkpoints without a stored data config use the composed one."""
+    stored = module.hparams.get("data_config")
+    if stored is None or any(o.key_or_group == "data" for o in overrides):
+        with open_dict(cfg):  # the checkpoint decides how images are prepared
+            cfg.model.image_size = module.image_size
+            for key, value in (module.hparams.get("preprocessing") or {}).items():
+                cfg.data[key] = value
+        data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+    else:
+        data = OmegaConf.create(stored)
+    for override in overrides:  # what the command says explicitly wins
+        if override.key_or_group.startswith("data."):
+            OmegaConf.update(data, override.key_or_group[5:], OmegaConf.select(cfg, override.key_or_group))
+    return data
+
+
+def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]:
+    """Test a checkpoint on the test split of its training data (or of ``data=``); prints and logs
+    the metrics. ``overrides`` (default: Hydra's command line) decide what replaces the stored data."""
     module = load_classifier(cfg.ckpt_path)
-    with open_dict(cfg):  # the checkpoint decides how images are prepared
-        cfg.model.image_size = module.image_size
-        for key, value in (module.hparams.get("preprocessing") or {}).items():
-            cfg.data[key] = value
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    if overrides is None:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    data = data_config(cfg, module, OverridesParser.create().parse_overrides(overrides))
+    datamodule: L.LightningDataModule = instantiate(data)
     datamodule.prepare_data()
     if list(datamodule.class_names) != list(module.class_names):
         raise ValueError(
             f"the checkpoint's classes {module.class_names} differ from the data's {datamodule.class_names} "
-            f"(data.root={cfg.data.get('root')}): evaluate on data with the classes the model was trained on."
+            f"(data.root={data.get('root')}): evaluate on data with the classes the model was trained on."
         )
     loggers = build_loggers(
         cfg.get("logger"),

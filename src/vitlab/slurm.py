@@ -6,8 +6,8 @@ SLURM warns a job with a signal (``USR2`` from submitit's ``--signal=USR2@<signa
 replaces submitit's handler for that signal while fitting, because submitit's only resubmits the job
 from scratch (and gives up on time limits). At the next step boundary all ranks agree, write
 ``checkpoints/requeue.ckpt`` in the run folder, and rank 0 requeues the job. The requeued job runs
-the same config in the same run folder, and :func:`requeue_checkpoint` points train.py's resume at
-that checkpoint.
+the same config in the same run folder, which :func:`requeued_run` tells train.py to continue, as
+``ckpt_path=<run folder>`` would.
 """
 
 from __future__ import annotations
@@ -43,13 +43,16 @@ OmegaConf.register_new_resolver("slurm_gpus_per_node", gpus_per_node, replace=Tr
 OmegaConf.register_new_resolver("slurm_cpus_per_task", cpus_per_task, replace=True)
 
 
-def requeue_checkpoint(output_dir: Path) -> str | None:
-    """The checkpoint this run folder holds from before its job was requeued, or None."""
+def requeued_run(output_dir: Path) -> bool:
+    """Whether ``output_dir`` is the run folder of a job that was requeued after a checkpoint."""
     path = output_dir / "checkpoints" / REQUEUE_CHECKPOINT
-    if not path.is_file():
-        return None
-    log.info("job requeued (restart %s): resuming from %s", os.environ.get("SLURM_RESTART_COUNT", "?"), path)
-    return str(path)
+    if path.is_file():
+        log.info(
+            "job requeued (restart %s): continuing its run %s",
+            os.environ.get("SLURM_RESTART_COUNT", "?"),
+            output_dir,
+        )
+    return path.is_file()
 
 
 class RequeueOnSignal(L.Callback):

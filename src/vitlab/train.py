@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from vitlab import runs
 from vitlab.config import (
     CONFIG_DIR,
     PREPROCESSING_KEYS,
@@ -28,7 +32,7 @@ from vitlab.config import (
 )
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.profile import variant_cost
-from vitlab.slurm import requeue_checkpoint
+from vitlab.slurm import requeued_run
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
@@ -45,40 +49,43 @@ def _sweep_group() -> str | None:
     return None
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, runs_dir: Path) -> str | None:
-    """``last``: this run folder's last.ckpt if there is one, else the newest under ``runs_dir``."""
-    if ckpt_path != "last":
-        if ckpt_path and not Path(ckpt_path).is_file():
-            raise FileNotFoundError(
-                f"ckpt_path={ckpt_path}: no such checkpoint file. Pass a .ckpt path or ckpt_path=last."
-            )
-        return ckpt_path
-    own = output_dir / "checkpoints" / "last.ckpt"
-    candidates = (
-        [own]
-        if own.is_file()
-        else sorted(runs_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    )
-    if not candidates:
-        raise FileNotFoundError(
-            f"ckpt_path=last: no checkpoints/last.ckpt under {runs_dir}. Pass the file itself: ckpt_path=/path/to/last.ckpt."
+def _tested_checkpoint(
+    trainer: L.Trainer, datamodule: L.LightningDataModule, which: str
+) -> tuple[str, str | None]:
+    """``(which, path)``: the best checkpoint's path, or None for the final weights in memory (what
+    last.ckpt holds). ``best`` becomes ``last`` when validation is the test split: choosing the
+    checkpoint there would choose it on the test set."""
+    datasets = getattr(datamodule, "datasets", {})
+    if which == "best" and datasets.get("val") is not None and datasets.get("val") is datasets.get("test"):
+        log.warning(
+            "test_ckpt=best would choose the checkpoint on the test split (validation is test/ when "
+            "data.val_fraction=0): testing the last checkpoint instead. Set data.val_fraction=0.1 to "
+            "choose the best on held-out training images."
         )
-    log.info("resuming from %s", candidates[-1])
-    return str(candidates[-1])
-
-
-def _test_checkpoint(trainer: L.Trainer, which: str) -> str | None:
-    """The best or last checkpoint's path; None (the weights in memory) when there is none."""
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    if checkpoint is None:
-        return None
-    path = checkpoint.best_model_path if which == "best" else checkpoint.last_model_path
-    return path or None
+        which = "last"
+    if which == "last":
+        return which, None
+    best = next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor and c.best_model_path),
+        None,
+    )
+    if best is None:
+        log.warning("test_ckpt=best: no best checkpoint was saved; testing the final weights instead.")
+        return "last", None
+    return which, best.best_model_path
 
 
 def _plain(value: Any) -> Any:
     """Plain Python values, so checkpoints load with ``weights_only=True``."""
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _data_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved data config, with an absolute root, for the checkpoint: eval needs nothing else."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if data.get("root"):
+        data["root"] = str(Path(data["root"]).expanduser().resolve())
+    return data
 
 
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
@@ -93,50 +100,111 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> V
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
+        data_config=_data_config(cfg),
     )
 
 
-def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Fit (and test) a model as configured; returns the run's results, also saved as results.json."""
-    validate(cfg)
+def _continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
+    """A run continued in its own folder logs into its own W&B run."""
+    run_id = runs.wandb_run_id(output_dir)
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if run_id and wandb is not None:
+        with open_dict(cfg):
+            wandb.id, wandb.resume = run_id, "allow"
+
+
+def _discard_run_folder(output_dir: Path) -> None:
+    """Remove the folder of a run that took no step: it must not pass for an interrupted run."""
+    if rank_zero_only.rank == 0:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        log.info("no training step was taken: removed the run folder %s", output_dir)
+
+
+def _after_failure(
+    error: BaseException, trainer: L.Trainer | None, output_dir: Path, new_folder: bool
+) -> None:
+    """A run that took no optimizer step leaves nothing behind; a later one says how to continue."""
+    if new_folder and (trainer is None or trainer.global_step == 0):
+        _discard_run_folder(output_dir)
+        return
+    if trainer is None or rank_zero_only.rank != 0:  # a config error on resuming: nothing new to say
+        return
+    checkpoint = runs.newest_checkpoint(output_dir)
+    if checkpoint is None:
+        return
+    log.error(
+        "training stopped (%s) at epoch %d, step %d. Checkpoint: %s\nResume with: %s",
+        type(error).__name__,
+        trainer.current_epoch,
+        trainer.global_step,
+        checkpoint,
+        runs.resume_command(output_dir),
+    )
+
+
+def train(
+    cfg: DictConfig, callbacks: list[Callback] | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Fit (and test) a model as configured; returns the run's results, also saved as results.json.
+
+    With ``ckpt_path`` (a checkpoint file: ``continue_run`` turns ``last`` or a folder into one)
+    training continues from it, in ``paths.output_dir``. A run stopped by Ctrl-C or a crash is not
+    tested and writes no results.json: its folder stays an interrupted run, for ``ckpt_path=last``.
+    """
     output_dir = Path(cfg.paths.output_dir)
-    print_tree(cfg, save_to=output_dir / "config_resolved.yaml")
-    L.seed_everything(cfg.seed, workers=True)
-    started = time.perf_counter()
-
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
-    module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
-    if cfg.get("compile"):
-        module.model = torch.compile(module.model)
-
-    overrides = _hydra_overrides()
-    run_name = " ".join([cfg.model.name, *[o for o in overrides if not o.startswith("model=")]])
-    config = OmegaConf.to_container(cfg, resolve=True)
-    loggers = build_loggers(cfg.get("logger"), run_name=run_name, group=_sweep_group(), config=config)
-    all_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=all_callbacks + list(callbacks or []),
-        logger=loggers or False,
-        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
-    )
-    ckpt_path = cfg.get("ckpt_path") or requeue_checkpoint(output_dir)  # a requeued SLURM job goes on
-    ckpt_path = resolve_ckpt_path(ckpt_path, output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
+    new_folder = not (output_dir / "checkpoints").is_dir()
+    trainer: L.Trainer | None = None
     try:
+        validate(cfg)
+        ckpt_path = cfg.get("ckpt_path")
+        resolved_config = output_dir / "config_resolved.yaml"
+        print_tree(cfg, save_to=None if ckpt_path else resolved_config)
+        L.seed_everything(cfg.seed, workers=True)
+        started = time.perf_counter()
+
+        datamodule: L.LightningDataModule = instantiate(cfg.data)
+        datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
+        module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
+        if ckpt_path:
+            runs.check_fits(module.state_dict(), Path(ckpt_path))
+            if overrides is not None and (output_dir / runs.HYDRA_OVERRIDES).is_file():
+                runs.save_overrides(output_dir, overrides)  # a second resume keeps this one's overrides
+            OmegaConf.save(cfg, resolved_config, resolve=True)  # only now: the checkpoint fits
+            _continue_wandb_run(cfg, output_dir)
+            header, rows = runs.earlier_metrics(output_dir, runs.checkpoint_step(Path(ckpt_path)))
+        if cfg.get("compile"):
+            module.model.compile()  # in place: the weights keep their names in checkpoints
+
+        overrides = _hydra_overrides() if overrides is None else overrides
+        run_name = " ".join([cfg.model.name, *[o for o in overrides if not o.startswith("model=")]])
+        config = OmegaConf.to_container(cfg, resolve=True)
+        loggers = build_loggers(cfg.get("logger"), run_name=run_name, group=_sweep_group(), config=config)
+        if ckpt_path:
+            runs.keep_earlier_metrics(loggers, header, rows)
+        all_callbacks = [
+            instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
+        ]
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=all_callbacks + list(callbacks or []),
+            logger=loggers or False,
+            precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        )
+        tested = None
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            if trainer.interrupted:  # a graceful shutdown returns here: it must not test as if finished
+                raise KeyboardInterrupt("training was interrupted")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
-            trainer.test(
-                module,
-                datamodule=datamodule,
-                ckpt_path=_test_checkpoint(trainer, cfg.test_ckpt),
-                weights_only=True,
-            )
+            tested, tested_path = _tested_checkpoint(trainer, datamodule, cfg.test_ckpt)
+            trainer.test(module, datamodule=datamodule, ckpt_path=tested_path, weights_only=True)
             metrics.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
+    except BaseException as error:
+        _after_failure(error, trainer, output_dir, new_folder)
+        raise
     finally:
         finish_wandb()
     params, macs = variant_cost(
@@ -153,6 +221,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - started, 2),
+        "tested_checkpoint": tested,  # last (the final weights) or best (by validation accuracy)
         "metrics": metrics,
         "test_confusion_matrix": module.confusion["test"].tolist() if "test" in module.confusion else None,
     }
@@ -161,10 +230,82 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
     return results
 
 
+def _merge_overrides(earlier: list[str], given: list[str]) -> list[str]:
+    """The run's overrides with this command's on top: one per key, the later winning."""
+    merged: dict[tuple[str, str | None], str] = {}
+    for override in OverridesParser.create().parse_overrides([*earlier, *given]):
+        if not override.key_or_group.startswith("hydra.") and override.key_or_group != "ckpt_path":
+            merged[(override.key_or_group, override.package)] = override.input_line
+    return list(merged.values())
+
+
+def _log_into(run_dir: Path) -> None:
+    """Make the continued run's folder this job's output folder: its log file continues there, DDP
+    ranks started later write there, and the empty folder Hydra made for this command goes."""
+    hydra = HydraConfig.get()
+    fresh = Path(hydra.runtime.output_dir).resolve()
+    if fresh == run_dir:
+        return
+    with read_write(hydra.runtime):
+        hydra.runtime.output_dir = str(run_dir)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == fresh:
+            handler.close()
+            handler.baseFilename, handler.mode = str(run_dir / Path(handler.baseFilename).name), "a"
+    if rank_zero_only.rank == 0:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
+    """``(config, overrides)`` that continue the run ``ckpt_path`` names (``last``: the newest
+    interrupted run; a run folder; or a .ckpt file) from its checkpoint with the highest step.
+
+    The run's own config is restored from its ``.hydra/overrides.yaml``, with this command's
+    overrides on top (``train`` saves them back once the checkpoint fits), and it goes on in its own
+    folder.
+    A .ckpt outside a run folder continues with this command's config in a new folder.
+    """
+    runs_dir = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+    checkpoint, run_dir = runs.resolve_resume(str(cfg.ckpt_path), runs_dir)
+    step = runs.checkpoint_step(checkpoint)
+    if run_dir is None or not HydraConfig.initialized():
+        log.info("continuing from %s (step %d) with this command's config", checkpoint, step)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(checkpoint)
+        return cfg, None
+    earlier = list(OmegaConf.load(run_dir / runs.HYDRA_OVERRIDES))
+    given = [o for o in _hydra_overrides() if o.split("=", 1)[0] != "ckpt_path"]
+    overrides = _merge_overrides(earlier, given)
+    restored = compose(
+        config_name=HydraConfig.get().job.config_name,
+        overrides=[*overrides, f"paths.output_dir={run_dir}", f"ckpt_path={checkpoint}"],
+    )
+    validate(restored)
+    log.info(
+        "continuing the run %s from %s (step %d); its overrides: %s; this command's on top: %s",
+        run_dir,
+        checkpoint.name,
+        step,
+        " ".join(earlier) or "none",
+        " ".join(given) or "none",
+    )
+    _log_into(run_dir)
+    return restored, overrides
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors_as_messages():
-        results = train(cfg)
+        try:
+            if not cfg.get("ckpt_path") and requeued_run(Path(cfg.paths.output_dir)):
+                with open_dict(cfg):  # a requeued SLURM job continues its run, from its folder
+                    cfg.ckpt_path = str(cfg.paths.output_dir)
+            cfg, overrides = continue_run(cfg) if cfg.get("ckpt_path") else (cfg, None)
+        except BaseException:
+            if not (Path(cfg.paths.output_dir) / "checkpoints").is_dir():  # Hydra's new, empty folder
+                _discard_run_folder(Path(cfg.paths.output_dir))
+            raise
+        results = train(cfg, overrides=overrides)
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
 

@@ -82,3 +82,32 @@ def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
 def test_training_without_an_optimizer_is_a_clear_error():
     with pytest.raises(ValueError, match="without an optimizer"):
         ViTClassifier(**MODEL, num_classes=3).configure_optimizers()
+
+
+def metrics_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
+    """Per-image accuracy and macro F1, by hand from a confusion matrix (rows true, columns predicted)."""
+    confusion = confusion.double()
+    true_positives = confusion.diag()
+    f1 = 2 * true_positives / (confusion.sum(0) + confusion.sum(1))
+    return {"acc": float(true_positives.sum() / confusion.sum()), "f1": float(f1.nan_to_num().mean())}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_metrics_agree_with_the_confusion_matrix_when_the_first_batch_holds_one_image(seed):
+    # A first update of one image is where torchmetrics' compute groups merged top-2 accuracy and
+    # macro F1 into one state: F1 was then computed from the top-2 counts.
+    torch.manual_seed(seed)
+    metrics = classification_metrics(3)
+    batches = [(torch.randn(n, 3), torch.randint(0, 3, (n,))) for n in (1, 16, 7)]
+    for logits, labels in batches:
+        metrics.update(logits, labels)
+    logits, labels = map(torch.cat, zip(*batches, strict=True))
+    confusion = torch.zeros(3, 3)
+    for label, predicted in zip(labels, logits.argmax(-1), strict=True):
+        confusion[label, predicted] += 1
+    computed = {name: float(value) for name, value in metrics.compute().items()}
+    expected = metrics_from_confusion(confusion)
+    assert computed["acc"] == pytest.approx(expected["acc"])
+    assert computed["f1"] == pytest.approx(expected["f1"])
+    top2 = (logits.topk(2, dim=-1).indices == labels[:, None]).any(-1).float().mean()
+    assert computed["acc_top2"] == pytest.approx(float(top2))

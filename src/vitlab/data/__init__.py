@@ -1,12 +1,15 @@
-"""Data: datamodules for image folders (FoodVision Mini) and synthetic images, transforms, decoding."""
+"""Data: datamodules for image folders (FoodVision Mini), Food-101 (FoodVision Big) and synthetic
+images, transforms, decoding. Streaming (litdata, an optional extra) is in ``vitlab.data.streaming``."""
 
 from vitlab.data.datamodule import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
 from vitlab.data.folder import UnreadableImageError, load_image
+from vitlab.data.food101 import Food101DataModule
 from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Food101DataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "SyntheticDataModule",

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from vitlab.data import transforms
+from vitlab.data.download import download_dataset, is_image_folder
 from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all, list_classes, list_samples
-from vitlab.data.foodvision import download_dataset, is_image_folder
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 
 Samples = list[tuple[Path, int]]
@@ -183,13 +183,7 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:  # files are listed and checked once, whatever the stage
             return
-        folders = {split: self.root / split for split in ("train", "val", "test")}
-        if not folders["val"].is_dir():
-            del folders["val"]
-        self._check_classes(folders)
-        listed = {split: list_samples(folder, self.class_names) for split, folder in folders.items()}
-        samples = {split: found for split, (found, _) in listed.items()}
-        unreadable = [(path, "not an image file") for _, not_images in listed.values() for path in not_images]
+        samples, unreadable = self.find_samples()
         if "val" not in samples and self.val_fraction > 0:
             samples["train"], samples["val"] = self._split_train(samples["train"])
         pipelines = {"train": self.train_pipeline, "val": self.eval_pipeline, "test": self.eval_pipeline}
@@ -204,7 +198,7 @@ class ImageFolderDataModule(ImageDataModule):
         for split, found in samples.items():
             keep = [i for i, (path, _) in enumerate(found) if path not in skipped]
             if not keep:
-                raise ValueError(f"no readable image left in {folders.get(split, folders['train'])}.")
+                raise ValueError(f"no readable image left in the {split} split under {self.root}.")
             datasets[split] = LabelledImages(
                 ImageFiles([found[i][0] for i in keep]),
                 [found[i][1] for i in keep],
@@ -214,6 +208,18 @@ class ImageFolderDataModule(ImageDataModule):
             )
         datasets.setdefault("val", datasets["test"])  # val_fraction=0: the course's choice
         self.datasets = datasets
+
+    def find_samples(self) -> tuple[dict[str, Samples], list[tuple[Path, str]]]:
+        """``(path, label)`` pairs per split (``train``, ``test`` and ``val`` if there is one), and
+        the files that are not images with the reason; subclasses with another layout override it."""
+        folders = {split: self.root / split for split in ("train", "val", "test")}
+        if not folders["val"].is_dir():
+            del folders["val"]
+        self._check_classes(folders)
+        listed = {split: list_samples(folder, self.class_names) for split, folder in folders.items()}
+        samples = {split: found for split, (found, _) in listed.items()}
+        unreadable = [(path, "not an image file") for _, not_images in listed.values() for path in not_images]
+        return samples, unreadable
 
     def _check_classes(self, folders: dict[str, Path]) -> None:
         expected = self.class_names  # first: a missing root is reported as such

@@ -1,16 +1,86 @@
-"""Lightning callbacks of our own: training speed and the W&B review reports."""
+"""Lightning callbacks of our own: the non-finite loss check, training speed and the W&B reports."""
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from vitlab.viz.attention import attention_rollout, upsample_to_image
+
+
+class FiniteLossCheck(L.Callback):
+    """Stops training on a NaN or infinite loss, without a host synchronisation every step.
+
+    Each step only folds ``isfinite(loss)`` into a flag on the device; the flag is read every
+    ``every_n_steps`` steps (by default the logging interval, where Lightning reads the logged values
+    anyway), before validation and at the end of each epoch, so no checkpoint is saved unchecked.
+    At each check that passes, the weights and optimizer state are copied (on the device); when a
+    check fails they are restored from that copy before the error is raised, so the checkpoint saved
+    on the exception holds the last state known to be finite, never NaN weights.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps={every_n_steps}: must be at least 1.")
+        self.every_n_steps = every_n_steps
+        self._all_finite: Tensor | None = None
+        self._finite_state: dict[str, Any] | None = None
+        self.finite_step = 0  # the global step of the copy
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._all_finite = torch.ones((), dtype=torch.bool, device=pl_module.device)
+        self._save_state(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and self._all_finite is not None:
+            self._all_finite &= torch.isfinite(loss.detach()).all()  # stays on the device: no sync
+        if trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)  # runs before the checkpoint callbacks (Lightning orders them last)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._all_finite is None or trainer.global_step == self.finite_step:
+            return
+        finite = trainer.strategy.reduce_boolean_decision(bool(self._all_finite), all=True)
+        if finite:
+            self._save_state(trainer, pl_module)
+            return
+        bad_step = trainer.global_step
+        self._restore_state(trainer, pl_module)
+        raise FloatingPointError(
+            f"training loss became NaN or infinite between steps {self.finite_step} and {bad_step} "
+            f"(epoch {trainer.current_epoch}): the run is stopped, with the weights of step "
+            f"{self.finite_step}, the last checked finite state. Lower optimizer.lr, keep "
+            "trainer.gradient_clip_val=1.0, or try trainer.precision=32-true."
+        )
+
+    def _save_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        optimizers = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
+        self._finite_state = {"model": model, "optimizers": optimizers}
+        self.finite_step = trainer.global_step
+
+    def _restore_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert self._finite_state is not None
+        pl_module.load_state_dict(self._finite_state["model"])
+        for optimizer, state in zip(trainer.optimizers, self._finite_state["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
 
 
 class TrainingSpeed(L.Callback):

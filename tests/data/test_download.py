@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import socket
 import stat
-import threading
 import zipfile
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from vitlab.data import ImageFolderDataModule
-from vitlab.data.foodvision import download_dataset
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def served(tmp_path, monkeypatch) -> Iterator[Path]:
-    """A folder served at http://127.0.0.1:<port>/ (``served.url``), without any proxy."""
-    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(proxy, raising=False)
-    folder = tmp_path / "www"
-    folder.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+from vitlab.data.download import download_dataset
 
 
 def zip_folder(source: Path, archive: Path, prefix: str = "") -> str:
