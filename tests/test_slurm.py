@@ -39,6 +39,7 @@ def test_slurm_jobs_ask_for_gpus_unless_the_trainer_runs_on_cpus():
     assert cpu.cpus_per_task == 3 + 1  # the training process and its loader workers
 
 
+@pytest.mark.slow  # three short trainings
 def test_a_signalled_run_checkpoints_requeues_its_job_and_the_requeued_run_ends_at_the_same_step(
     compose_config, monkeypatch
 ):
