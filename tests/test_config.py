@@ -11,7 +11,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """A group's options; ``_*.yaml`` are shared parts that the options build on."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.name.startswith("_"))
 
 
 @pytest.mark.parametrize(
@@ -51,18 +52,43 @@ def test_image_size_follows_the_model_into_the_data(compose_config):
             "model.image_size=100",
             r"model.image_size=100 is not divisible by model.patch_size=8.*model.image_size=96",
         ),
-        ("optimizer.lr=-0.1", r"optimizer.lr=-0.1 is invalid: expected a positive learning rate"),
-        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1"),
-        ("model.dropout=1.2", r"model.dropout=1.2 is invalid"),
-        ("data.batch_size=0", "data.batch_size=0"),
+        ("optimizer.lr=-0.1", r"^optimizer.lr=-0.1: Invalid learning rate"),
+        ("optimizer.weight_decay=-1", r"^optimizer.weight_decay=-1: Invalid weight_decay"),
+        ("model.dropout=1.2", r"model.dropout=1.2 must lie in \[0, 1\)"),
+        ("data.batch_size=0", r"^data.batch_size=0: must be at least 1"),
+        ("data.resize_size=16", r"data.resize_size=16 is smaller than data.image_size=32"),
         ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0"),
         ("label_smoothing=1.5", "label_smoothing=1.5"),
-        ("model.name=vit_q16", r"model=vit_q16: unknown model 'vit_q16'"),
-        ("model.pooling=max", r"pooling='max' is not supported"),
+        ("model.name=vit_q16", r"model.name=vit_q16: unknown model 'vit_q16'"),
+        ("model.pooling=max", r"model.pooling='max' is not supported"),
+        ("trainer.max_epochs=x", r"trainer.max_epochs='x' is invalid"),
         ("test_ckpt=worst", r"test_ckpt='worst' is invalid: expected best or last"),
     ],
 )
 def test_invalid_values_raise_naming_the_option(compose_config, override, message):
+    cfg = compose_config(override)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+trainer.max_epoch=1",
+            r"^trainer.max_epoch is not an option of .*Trainer: did you mean trainer.max_epochs\?",
+        ),
+        ("+data.batchsize=8", r"^data.batchsize is not an option of .*: did you mean data.batch_size\?"),
+        ("+model.patchsize=8", r"^model.patchsize is not an option: did you mean model.patch_size\?"),
+        (
+            "+optimizer.betas2=1",
+            r"^optimizer.betas2 is not an option of torch.optim.Adam: did you mean optimizer.betas\?",
+        ),
+    ],
+)
+def test_added_keys_are_checked_against_what_they_build_with_the_closest_names(
+    compose_config, override, message
+):
     cfg = compose_config(override)
     with pytest.raises(ConfigError, match=message):
         validate(cfg)

@@ -15,7 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import load_classifier
-from vitlab.config import CONFIG_DIR, resolve_precision, user_errors_as_messages
+from vitlab.config import (
+    CONFIG_PATH,
+    build_trainer,
+    data_errors_as_user_errors,
+    run_command,
+    user_errors_as_messages,
+)
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.training.module import ViTClassifier
 
@@ -49,7 +55,8 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     data = data_config(cfg, module, OverridesParser.create().parse_overrides(overrides))
     datamodule: L.LightningDataModule = instantiate(data)
-    datamodule.prepare_data()
+    with data_errors_as_user_errors():
+        datamodule.prepare_data()
     if list(datamodule.class_names) != list(module.class_names):
         raise ValueError(
             f"the checkpoint's classes {module.class_names} differ from the data's {datamodule.class_names} "
@@ -61,11 +68,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
         group=None,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        logger=loggers or False,
-        precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
-    )
+    trainer: L.Trainer = build_trainer(cfg.trainer, logger=loggers or False)
     try:
         (metrics,) = trainer.test(module, datamodule=datamodule)
     finally:
@@ -81,10 +84,15 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         evaluate(cfg)
+
+
+def main() -> None:
+    """``vitlab-eval``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
             options.save_dir,
         )
     Path(options.save_dir).mkdir(parents=True, exist_ok=True)
-    logger = instantiate(options, **overrides, offline=mode == "offline", mode=mode)
+    logger = _without_anonymous(instantiate(options, **overrides, offline=mode == "offline", mode=mode))
     try:
         logger.experiment  # noqa: B018  start the run now, so a network failure is caught here
     except Exception as error:  # any wandb/network failure must not stop training
@@ -75,8 +75,15 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
 
         log.warning("W&B: could not start an online run (%s); logging offline instead.", error)
         wandb.finish()
-        logger = instantiate(options, **overrides, offline=True, mode="offline")
+        logger = _without_anonymous(instantiate(options, **overrides, offline=True, mode="offline"))
         logger.experiment  # noqa: B018
+    return logger
+
+
+def _without_anonymous(logger: WandbLogger) -> WandbLogger:
+    """Lightning passes wandb's deprecated ``anonymous`` setting (as None), which wandb answers with
+    "The anonymous setting has no effect" at every run; it has no effect, so it is not passed."""
+    logger._wandb_init.pop("anonymous", None)
     return logger
 
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
-from rich.console import Console
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.config import CONFIG_DIR, user_errors_as_messages
+from vitlab.config import CONFIG_PATH, console, run_command, user_errors_as_messages
 from vitlab.data import load_image
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def print_predictions(
         table.add_row(
             str(file), *[f"{class_names[i]} {v:.3f}" for v, i in zip(top_values, top_indices, strict=True)]
         )
-    Console().print(table)
+    console().print(table)
 
 
 def predict(cfg: DictConfig) -> torch.Tensor:
@@ -108,10 +107,15 @@ def predict(cfg: DictConfig) -> torch.Tensor:
     return probabilities
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
-def main(cfg: DictConfig) -> None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         predict(cfg)
+
+
+def main() -> None:
+    """``vitlab-predict``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

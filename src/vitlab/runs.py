@@ -23,11 +23,12 @@ RESULTS = "results.json"
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 
-def checkpoint_step(path: Path) -> int:
-    """The ``global_step`` stored in a Lightning checkpoint (memory-mapped: the weights are not read)."""
+def _load(path: Path) -> dict:
+    """A Lightning checkpoint, memory-mapped (the weights are not read), or one line saying it is not one."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(checkpoint["global_step"])
+        int(checkpoint["global_step"])
+        return checkpoint
     except (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
         raise ConfigError(
             f"ckpt_path={path} is not a Lightning checkpoint written by vitlab-train: pass a .ckpt from a "
@@ -35,10 +36,20 @@ def checkpoint_step(path: Path) -> int:
         ) from None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The ``global_step`` stored in a Lightning checkpoint."""
+    return int(_load(path)["global_step"])
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The run's checkpoint with the highest stored ``global_step``, of any kind (last, exception, best)."""
-    found = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    return max(found, key=checkpoint_step) if found else None  # max keeps the newest file on a tie
+    """The run's checkpoint with the highest stored ``global_step``, of any kind (last, exception,
+    best); on a tie, one with the optimizer state (the best is weights only), then the newest file."""
+
+    def progress(path: Path) -> tuple[int, bool, float]:
+        checkpoint = _load(path)
+        return int(checkpoint["global_step"]), "optimizer_states" in checkpoint, path.stat().st_mtime
+
+    return max((run_dir / "checkpoints").glob("*.ckpt"), key=progress, default=None)
 
 
 def interrupted_runs(runs_dir: Path) -> list[Path]:
@@ -101,7 +112,7 @@ def resume_command(run_dir: Path) -> str:
 
 def check_fits(state_dict: dict[str, torch.Tensor], checkpoint: Path) -> None:
     """One line naming the first weight whose shape differs, both shapes and the option behind it."""
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    stored = _load(checkpoint)["state_dict"]
     for name, tensor in state_dict.items():
         if name in stored and stored[name].shape != tensor.shape:
             raise ConfigError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -22,15 +24,22 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vitlab import runs
 from vitlab.config import (
-    CONFIG_DIR,
+    CONFIG_PATH,
     PREPROCESSING_KEYS,
+    ConfigError,
+    build_trainer,
+    data_errors_as_user_errors,
     model_options,
     print_tree,
-    resolve_precision,
+    run_command,
     user_errors_as_messages,
     validate,
+    weights_errors_as_user_errors,
 )
+from vitlab.data.datamodule import usable_cpus
+from vitlab.data.transforms import resize_size_for
 from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.models.preprocessing import resolve_preprocessing
 from vitlab.models.profile import variant_cost
 from vitlab.slurm import requeued_run
 from vitlab.training.module import ViTClassifier
@@ -47,6 +56,29 @@ def _sweep_group() -> str | None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().sweep.dir).name
     return None
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this multirun run at once on this machine: joblib's ``n_jobs``, else 1."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        return 1
+    n_jobs = launcher.get("n_jobs") or 1
+    return os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+
+
+def share_cpus(data_cfg: DictConfig) -> dict[str, Any]:
+    """Give this job its share of the CPUs when jobs run in parallel (torch threads and, unless set,
+    loader workers); returns the data options to apply."""
+    jobs = parallel_jobs()
+    if jobs == 1:
+        return {}
+    share = max(1, usable_cpus() // jobs)
+    torch.set_num_threads(share)
+    log.info("%d jobs in parallel: %d CPU(s) each for torch threads and loader workers", jobs, share)
+    return {"num_workers": share} if data_cfg.get("num_workers") is None else {}
 
 
 def _tested_checkpoint(
@@ -88,20 +120,54 @@ def _data_config(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
-def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
-    return ViTClassifier(
-        model_name=cfg.model.name,
-        num_classes=num_classes,
-        class_names=class_names,
-        model_options=model_options(cfg.model),
-        pretrained=cfg.model.pretrained,
-        freeze_backbone=cfg.model.freeze_backbone,
-        label_smoothing=cfg.label_smoothing,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
-        data_config=_data_config(cfg),
+def resolve_data_preprocessing(cfg: DictConfig) -> None:
+    """Write the weights' preprocessing (mean, std, interpolation, crop) into ``cfg.data`` where the
+    user left it null, so the printed config, the checkpoint, eval and predict all see what ran."""
+    data = cfg.data
+    try:
+        resolved = resolve_preprocessing(
+            cfg.model.get("pretrained"),
+            cfg.model.get("pretrained_file"),
+            **{key: _plain(data.get(key)) for key in ("mean", "std", "interpolation", "crop_pct")},
+        )
+        resize = resize_size_for(cfg.model.image_size, data.get("resize_size"), resolved["crop_pct"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    with open_dict(data):
+        data.update(resolved)
+    if resize == cfg.model.image_size and resolved["crop_pct"] is None:
+        sizes = f"resize to {resize} px"
+    else:
+        sizes = f"resize shorter side to {resize} px, centre crop {cfg.model.image_size}"
+    log.info(
+        "inputs: %s (%s), mean %s, std %s (from %s)",
+        sizes,
+        resolved["interpolation"],
+        resolved["mean"],
+        resolved["std"],
+        cfg.model.get("pretrained") or "no pretrained weights",
     )
+
+
+def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
+    with weights_errors_as_user_errors(cfg.model.pretrained):
+        module = ViTClassifier(
+            model_name=cfg.model.name,
+            num_classes=num_classes,
+            class_names=class_names,
+            model_options=model_options(cfg.model),
+            pretrained=cfg.model.get("pretrained_file") or cfg.model.pretrained,
+            freeze_backbone=cfg.model.freeze_backbone,
+            label_smoothing=cfg.label_smoothing,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
+            data_config=_data_config(cfg),
+        )
+    # one image: the model summary counts its FLOPs (Lightning's default shows 0)
+    size = cfg.model.image_size
+    module.example_input_array = torch.zeros(1, 3, size, size)
+    return module
 
 
 def _continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
@@ -156,14 +222,16 @@ def train(
     trainer: L.Trainer | None = None
     try:
         validate(cfg)
+        resolve_data_preprocessing(cfg)
         ckpt_path = cfg.get("ckpt_path")
         resolved_config = output_dir / "config_resolved.yaml"
         print_tree(cfg, save_to=None if ckpt_path else resolved_config)
         L.seed_everything(cfg.seed, workers=True)
         started = time.perf_counter()
 
-        datamodule: L.LightningDataModule = instantiate(cfg.data)
-        datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
+        datamodule: L.LightningDataModule = instantiate(cfg.data, **share_cpus(cfg.data))
+        with data_errors_as_user_errors():
+            datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         if ckpt_path:
             runs.check_fits(module.state_dict(), Path(ckpt_path))
@@ -184,16 +252,13 @@ def train(
         all_callbacks = [
             instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
         ]
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=all_callbacks + list(callbacks or []),
-            logger=loggers or False,
-            precision=resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
+        trainer = build_trainer(
+            cfg.trainer, callbacks=all_callbacks + list(callbacks or []), logger=loggers or False
         )
         tested = None
         if cfg.get("train", True):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-            if trainer.interrupted:  # a graceful shutdown returns here: it must not test as if finished
+            if trainer.interrupted:  # should fit ever return after a Ctrl-C: never test as if finished
                 raise KeyboardInterrupt("training was interrupted")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
@@ -293,9 +358,9 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
     return restored, overrides
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         try:
             if not cfg.get("ckpt_path") and requeued_run(Path(cfg.paths.output_dir)):
                 with open_dict(cfg):  # a requeued SLURM job continues its run, from its folder
@@ -308,6 +373,11 @@ def main(cfg: DictConfig) -> float | None:
         results = train(cfg, overrides=overrides)
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
+
+
+def main() -> None:
+    """``vitlab-train`` and ``python train.py``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,36 @@ def test_compiled_model_matches_eager():
     x = torch.randn(2, 3, 64, 64, device="cuda")
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(model)(x), model(x), atol=1e-3, rtol=1e-3)
+
+
+def test_training_speed_times_gpu_batches_with_events_and_logs_a_rate(tmp_path):
+    from functools import partial
+
+    import lightning as L
+
+    from vitlab.data import SyntheticDataModule
+    from vitlab.training.callbacks import TrainingSpeed
+    from vitlab.training.module import ViTClassifier
+
+    data = SyntheticDataModule(
+        num_classes=3, image_size=32, train_size=64, val_size=8, test_size=8, batch_size=16
+    )
+    module = ViTClassifier(
+        "vit_ti16",
+        3,
+        model_options=dict(image_size=32, patch_size=8),
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+    )
+    speed = TrainingSpeed()
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[speed],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, data)
+    assert len(speed._events) == 4 and speed._images == 64
+    assert trainer.callback_metrics["train/images_per_sec"] == pytest.approx(64 / speed._seconds)

@@ -69,7 +69,6 @@ def test_measuring_reports_training_and_inference_speed_and_peak_memory():
         ["vit_ti8"], image_size=32, num_classes=3, batch_size=2, measure_up_to_gmacs=1.0, min_run_time=0.05
     )[0]
     assert row["train img/s"] > 0
-    assert row["infer img/s"] > row["train img/s"]  # no backward pass, no optimizer step
     assert row["train peak MiB"] > row["params"] * 4 / 2**20  # at least the fp32 weights
 
 

@@ -3,6 +3,7 @@ synthetic images, sharing transforms, loaders and the MixUp/CutMix batch transfo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -23,6 +24,15 @@ from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 
 Samples = list[tuple[Path, int]]
+
+
+def worker_start_method() -> str | None:
+    """The start method for loader workers: the platform's own, not one a parent launcher installed.
+    joblib's workers (``launcher=joblib``) set ``loky`` as the default, whose processes torch's
+    loader cannot start ("Got pickle error when attempting to start a worker Process")."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    platform_methods = multiprocessing.get_all_start_methods()  # the platform's default first
+    return None if method in (None, *platform_methods) else platform_methods[0]
 
 
 def usable_cpus() -> int:
@@ -51,8 +61,10 @@ class ImageDataModule(L.LightningDataModule):
         mixup_alpha: float | None = None,
         cutmix_alpha: float | None = None,
         resize_size: int | None = None,
-        mean: Sequence[float] = transforms.IMAGENET_MEAN,
-        std: Sequence[float] = transforms.IMAGENET_STD,
+        crop_pct: float | None = None,
+        interpolation: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         pin_memory: bool | None = None,
         seed: int = 42,
     ) -> None:
@@ -62,13 +74,28 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0, or null for one per CPU.")
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
-        self.mean, self.std = tuple(mean), tuple(std)  # to undo the normalisation for pictures
+        # None: ImageNet's statistics and a bilinear resize (training uses the pretrained weights' own,
+        # resolved by the entry point); the mean and std also undo the normalisation for pictures.
+        mean = transforms.IMAGENET_MEAN if mean is None else mean
+        std = transforms.IMAGENET_STD if std is None else std
+        interpolation = interpolation or "bilinear"
+        self.mean, self.std = tuple(mean), tuple(std)
         self.num_workers = usable_cpus() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_pipeline = transforms.train_transform(
-            train_transform, image_size, mean, std, resize_size, auto_augment, random_erasing
+            train_transform,
+            image_size,
+            mean,
+            std,
+            resize_size,
+            auto_augment,
+            random_erasing,
+            crop_pct,
+            interpolation,
         )
-        self.eval_pipeline = transforms.eval_transform(image_size, mean, std, resize_size)
+        self.eval_pipeline = transforms.eval_transform(
+            image_size, mean, std, resize_size, crop_pct, interpolation
+        )
         self.mixup_alpha, self.cutmix_alpha = transforms.batch_alphas(
             train_transform, mixup_alpha, cutmix_alpha
         )
@@ -110,6 +137,7 @@ class ImageDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
         )
 
@@ -164,7 +192,17 @@ class ImageFolderDataModule(ImageDataModule):
         self._class_names: list[str] | None = None
 
     def prepare_data(self) -> None:
-        if self.url is not None and not is_image_folder(self.root):
+        if is_image_folder(self.root):
+            return
+        if self.root.is_dir() and any(self.root.iterdir()):  # never download into the user's files
+            raise ValueError(
+                f"data.root={self.root} holds files but no train/ folder: expected "
+                f"{self.root}/train/<class>/<image> and {self.root}/test/<class>/<image> (optionally "
+                f"val/ too), one folder per class. Sort the images into that layout and use "
+                f"data=imagefolder data.root={self.root}"
+                + (f", or point data.root at a new folder to download {self.url} there." if self.url else ".")
+            )
+        if self.url is not None:
             download_dataset(self.url, self.root, self.sha256)
 
     @property

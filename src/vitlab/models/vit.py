@@ -36,8 +36,8 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(
-                f"image_size={image_size} is not divisible by patch_size={patch_size}: pick an image size "
-                f"that is a multiple of {patch_size} (e.g. {image_size // patch_size * patch_size or patch_size})."
+                f"image_size={image_size} is not divisible by patch_size={patch_size}: use a multiple of "
+                f"{patch_size}, e.g. image_size={image_size // patch_size * patch_size or patch_size}."
             )
         self.image_size = image_size
         self.patch_size = patch_size
