@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from slurm_cluster import slurm_cluster  # noqa: F401 - a session fixture for SLURM tests
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -157,6 +157,7 @@ def earlier_metrics(run_dir: Path, up_to_step: int) -> tuple[list[str], list[dic
         return list(reader.fieldnames or []), rows
 
 
+@rank_zero_only  # other ranks' CSV loggers have no file (a DDP job under SLURM runs this on every rank)
 def keep_earlier_metrics(loggers: list, header: list[str], rows: list[dict[str, str]]) -> None:
     """Put the earlier rows back into each CSV logger's metrics.csv; new rows are appended to them."""
     for logger in loggers:

@@ -41,6 +41,7 @@ from vitlab.data.transforms import resize_size_for
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import resolve_preprocessing
+from vitlab.slurm import requeued_run
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,9 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
 def hydra_main(cfg: DictConfig) -> float | None:
     with user_errors_as_messages(cfg.paths.output_dir):
         try:
+            if not cfg.get("ckpt_path") and requeued_run(Path(cfg.paths.output_dir)):
+                with open_dict(cfg):  # a requeued SLURM job continues its run, from its folder
+                    cfg.ckpt_path = str(cfg.paths.output_dir)
             cfg, overrides = continue_run(cfg) if cfg.get("ckpt_path") else (cfg, None)
         except BaseException:
             if not (Path(cfg.paths.output_dir) / "checkpoints").is_dir():  # Hydra's new, empty folder

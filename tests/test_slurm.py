@@ -1,0 +1,195 @@
+"""SLURM: the launcher's resource requests, and the README's command on a real local cluster, with a
+job preempted mid-run that is checkpointed, requeued and resumed to the same end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import CONFIG_DIR, TINY_RUN
+from hydra import compose, initialize_config_dir
+
+from vitlab.slurm import REQUEUE_CHECKPOINT, requeued_run
+from vitlab.train import continue_run, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def launcher_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["launcher=slurm", *overrides], return_hydra_config=True)
+    return cfg.hydra.launcher
+
+
+def test_slurm_jobs_ask_for_gpus_unless_the_trainer_runs_on_cpus():
+    gpu = launcher_config("trainer=ddp", "trainer.num_nodes=2", "trainer.devices=8")
+    assert (gpu.nodes, gpu.tasks_per_node, gpu.gpus_per_node) == (2, 8, 8)
+    cpu = launcher_config("trainer=ddp", "trainer.accelerator=cpu", "data.num_workers=3")
+    assert (cpu.tasks_per_node, cpu.gpus_per_node) == (2, None)
+    assert cpu.cpus_per_task == 3 + 1  # the training process and its loader workers
+
+
+@pytest.mark.slow  # three short trainings
+def test_a_signalled_run_checkpoints_requeues_its_job_and_the_requeued_run_ends_at_the_same_step(
+    compose_config, monkeypatch
+):
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    commands, run = [], subprocess.run
+    monkeypatch.setattr(
+        subprocess, "run", lambda c, **kw: commands.append(c) if c[0] == "scontrol" else run(c, **kw)
+    )
+
+    class SignalAtStep(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM before a time limit, or scancel --signal
+
+    cfg = compose_config(
+        "launcher=slurm", "callbacks.requeue_on_signal.check_every_n_steps=1", "trainer.max_epochs=2"
+    )
+    output_dir = Path(cfg.paths.output_dir)
+    before = signal.getsignal(signal.SIGUSR2)
+    with pytest.raises(SystemExit):
+        train(cfg, callbacks=[SignalAtStep()])
+    assert commands == [["scontrol", "requeue", "1234"]]
+    assert signal.getsignal(signal.SIGUSR2) is before  # handed back when the run stopped
+    assert requeued_run(output_dir)
+    checkpoint = output_dir / "checkpoints" / REQUEUE_CHECKPOINT
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 2  # the step after the signal
+
+    cfg.ckpt_path = str(output_dir)  # what train.py's main sets for a requeued job's run folder
+    cfg, overrides = continue_run(cfg)
+    resumed = train(cfg, overrides=overrides)
+    uninterrupted = train(
+        compose_config("trainer.max_epochs=2", f"paths.output_dir={output_dir.parent / 'alone'}")
+    )
+    assert resumed["global_step"] == uninterrupted["global_step"]
+    assert commands == [["scontrol", "requeue", "1234"]]
+
+
+def readme_slurm_command() -> list[str]:
+    """The README's SLURM line among its everyday commands, shrunk to this machine: 1 node x 2 CPU
+    tasks, a tiny model."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    line = next(line for line in lines if line.startswith("python train.py -m launcher=slurm trainer=ddp"))
+    words = line.split("#")[0].split()
+    assert words[:2] == ["python", "train.py"], line
+    shrink = {"trainer.num_nodes": "1", "trainer.devices": "2", "model": "vit_ti16"}
+    overrides = [
+        re.sub(r"=.*", f"={shrink[w.split('=')[0]]}", w) if w.split("=")[0] in shrink else w
+        for w in words[2:]
+    ]
+    keys = {w.split("=")[0] for w in overrides}
+    return [*overrides, *(o for o in TINY_RUN if o.split("=")[0] not in keys)]
+
+
+@pytest.fixture(scope="module")
+def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
+    """Runs the README's SLURM command on the local cluster (2 jobs, each DDP over 2 CPU tasks); job 0
+    gets ``scancel --signal=USR2`` in its second epoch, as SLURM warns before a preemption."""
+    tmp = tmp_path_factory.mktemp("slurm_sweep")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),  # PauseAtStep
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *readme_slurm_command(),
+        "trainer.accelerator=cpu",
+        "data.train_size=96",  # 3 steps per epoch on each of 2 ranks
+        "data.test_size=17",  # odd: a padded duplicate test image would show
+        "trainer.max_epochs=2",
+        "logger=[csv,wandb]",
+        "callbacks.requeue_on_signal.check_every_n_steps=1",
+        "+callbacks.pause._target_=slurm_cluster.PauseAtStep",
+        "+callbacks.pause.step=4",  # the first step of epoch 2
+        f"paths.log_dir={tmp / 'logs'}",
+    ]
+    log = open(tmp / "sweep.log", "w")  # noqa: SIM115
+    sweep = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        markers = [tmp / "logs" / "train" / "multiruns" / "*" / job / "paused" for job in ("0", "1")]
+        deadline = time.monotonic() + 900  # generous: a loaded 2-core machine is slow
+        while not all(list(tmp.glob(str(m.relative_to(tmp)))) for m in markers):
+            assert sweep.poll() is None and time.monotonic() < deadline, (tmp / "sweep.log").read_text()[
+                -3000:
+            ]
+            time.sleep(1)
+        (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
+        (job_0,) = [p.name for p in (sweep_dir / ".submitit").iterdir() if p.name.endswith("_0")]
+        subprocess.run(["scancel", "--signal=USR2", job_0], env=slurm_cluster.env, check=True)
+        time.sleep(2)  # let the signal land before rank 0 goes on
+        for job in ("0", "1"):
+            (sweep_dir / job / "paused").unlink()
+        assert sweep.wait(timeout=900) == 0, (tmp / "sweep.log").read_text()[-3000:]
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            subprocess.run(["scancel", "--full", "--partition=debug"], env=slurm_cluster.env)
+    return sweep_dir
+
+
+def results(sweep_dir: Path, job: str) -> dict:
+    return json.loads((sweep_dir / job / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_readme_slurm_command_runs_two_jobs_each_ddp_over_two_tasks(preempted_sweep):
+    summary = (preempted_sweep / "summary.md").read_text().splitlines()
+    assert len(summary) == 2 + 2  # header, rule, one row per job
+    assert sorted(p.parent.name for p in preempted_sweep.rglob("results.json")) == ["0", "1"]
+    (script,) = (preempted_sweep / ".submitit").glob("*/*_submission.sh")  # one job array
+    assert "--ntasks-per-node=2" in script.read_text() and "gpus" not in script.read_text()
+    for job in ("0", "1"):
+        (job_folder,) = (preempted_sweep / ".submitit").glob(f"*_{job}")
+        assert sorted(p.name.split("_")[-2] for p in job_folder.glob("*_log.out")) == ["0", "1"]  # 2 tasks
+
+
+@pytest.mark.slow
+def test_test_metrics_of_slurm_jobs_count_every_test_image_once_across_ranks(preempted_sweep):
+    for job in ("0", "1"):
+        run = results(preempted_sweep, job)
+        matrix = run["test_confusion_matrix"]
+        assert sum(map(sum, matrix)) == 17  # both ranks' halves, no padded duplicate
+        correct = sum(matrix[i][i] for i in range(len(matrix)))
+        assert run["metrics"]["test/acc"] == pytest.approx(correct / 17)
+
+
+@pytest.mark.slow
+def test_a_job_signalled_mid_run_is_requeued_and_ends_at_the_same_step_as_one_left_alone(preempted_sweep):
+    preempted, left_alone = results(preempted_sweep, "0"), results(preempted_sweep, "1")
+    assert (preempted_sweep / "0" / "checkpoints" / REQUEUE_CHECKPOINT).is_file()
+    assert not (preempted_sweep / "1" / "checkpoints" / REQUEUE_CHECKPOINT).exists()
+    job_log = "".join(p.read_text() for p in (preempted_sweep / ".submitit").glob("*_0/*_0_log.*"))
+    assert job_log.index("signalled: checkpoint") < job_log.index(
+        "job requeued (restart 1): continuing its run"
+    )
+    assert preempted["global_step"] == left_alone["global_step"] > 4  # past the step it was stopped at
+    assert preempted["epochs"] == left_alone["epochs"]
+
+
+@pytest.mark.slow
+def test_a_requeued_job_keeps_its_earlier_metrics_and_its_wandb_run(preempted_sweep):
+    rows = (preempted_sweep / "0" / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    epochs = {
+        row.split(",")[header.index("epoch")] for row in rows[1:] if row.split(",")[header.index("val/acc")]
+    }
+    assert epochs == {"0", "1"}  # epoch 0's validation was logged before the requeue
+    # one W&B run: each process writes its own offline folder, all under the run's one id
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in (preempted_sweep / "0" / "wandb").glob("offline-run-*")}
+    assert len(run_ids) == 1
