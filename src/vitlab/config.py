@@ -181,7 +181,7 @@ def accepted_keys(target: Callable[..., Any]) -> set[str] | None:
 
 
 # Model config keys besides create_model's shape options: the variant, its weights, freezing.
-MODEL_KEYS = {"name", "pretrained", "freeze_backbone", *MODEL_OVERRIDES}
+MODEL_KEYS = {"name", "pretrained", "pretrained_file", "freeze_backbone", *MODEL_OVERRIDES}
 
 
 def check_keys(cfg: DictConfig) -> None:
