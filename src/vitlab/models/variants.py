@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vitlab.models.hybrid import ResNetStem
+from vitlab.models.hybrid import BiTResNet
 from vitlab.models.vit import VisionTransformer
 
 
@@ -39,7 +39,11 @@ VARIANTS: dict[str, tuple[str, int]] = {
     "vit_l32": ("l", 32),
     "vit_h14": ("h", 14),
 }
-HYBRIDS: dict[str, str] = {"r50_vit_b16": "b"}  # ResNet-50 stem (stride 16) + ViT-B on 1x1 patches
+# Hybrids (section 4.1): a BiT ResNet-50's feature map as 1x1 patches; (size, ResNet stage depths).
+HYBRIDS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "r50_vit_b16": ("b", (3, 4, 9)),  # stage 4's 3 blocks moved into stage 3: stride 16
+    "r50_vit_l32": ("l", (3, 4, 6, 3)),  # all four stages: stride 32
+}
 
 _NAME = re.compile(r"^vit_(ti|s|b|l|h)(\d+)$")
 
@@ -51,7 +55,8 @@ def available_models() -> list[str]:
 def resolve_variant(name: str) -> tuple[ModelSize, int, bool]:
     """``name`` -> (size row, patch size in pixels, is hybrid); a clear error for unknown names."""
     if name in HYBRIDS:
-        return MODEL_SIZES[HYBRIDS[name]], 16, True
+        size, stages = HYBRIDS[name]
+        return MODEL_SIZES[size], 4 * 2 ** (len(stages) - 1), True  # the ResNet's stride
     if name in VARIANTS:
         size, patch = VARIANTS[name]
         return MODEL_SIZES[size], patch, False
@@ -75,13 +80,14 @@ def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
         )
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if hybrid:
-        if kwargs["patch_size"] % ResNetStem.stride:
+        stem = BiTResNet(HYBRIDS[name][1], in_channels=kwargs.get("in_channels", 3))
+        if kwargs["patch_size"] % stem.stride:
             raise ValueError(
                 f"{name}: patch_size={kwargs['patch_size']} must be a multiple of the ResNet stem's "
-                f"stride {ResNetStem.stride}."
+                f"stride {stem.stride}."
             )
-        kwargs["patch_size"] //= ResNetStem.stride  # patches of the stem's feature map
-        kwargs["stem"] = ResNetStem(in_channels=kwargs.get("in_channels", 3))
+        kwargs["patch_size"] //= stem.stride  # patches of the stem's feature map
+        kwargs["stem"] = stem
     return kwargs
 
 

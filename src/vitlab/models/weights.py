@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vitlab.models.hybrid import reject_torchvision_stem
 from vitlab.models.variants import HYBRIDS, MODEL_SIZES
 from vitlab.models.vit import VisionTransformer
 
@@ -66,6 +67,8 @@ _TIMM_NAMES = (
     ("patch_embed.proj", "patch_embedding.projection"),
     ("blocks.{i}.attn", "blocks.{i}.attention"),
     ("pre_logits.fc", "pre_logits.0"),  # timm < 0.9's representation layer; timm 1.0 has none
+    ("patch_embed.backbone.stem", "stem.root"),  # the hybrids' ResNet (models/hybrid.py)
+    ("patch_embed.backbone.stages", "stem.stages"),
 )
 
 
@@ -161,7 +164,37 @@ def from_jax_npz(arrays: Mapping[str, np.ndarray]) -> StateDict:
         converted |= layer_norm(f"{ours}norm2", f"{block}LayerNorm_2")
         converted |= linear(f"{ours}mlp.fc1", f"{block}MlpBlock_3/Dense_0")
         converted |= linear(f"{ours}mlp.fc2", f"{block}MlpBlock_3/Dense_1")
+    if prefix + "conv_root/kernel" in arrays:
+        converted |= _hybrid_stem_from_jax(get, [name.removeprefix(prefix) for name in arrays])
     return {key: value for key, value in converted.items() if value is not None}
+
+
+def _hybrid_stem_from_jax(get: Callable[[str], Tensor | None], names: list[str]) -> dict[str, Tensor | None]:
+    """The hybrids' BiT ResNet in R50+ViT-B_16.npz: ``conv_root``/``gn_root`` and
+    ``block{stage}/unit{unit}/{conv,gn}{1,2,3,_proj}``, 1-based; HWIO kernels, GroupNorm vectors."""
+
+    def conv(ours: str, theirs: str) -> dict[str, Tensor | None]:
+        kernel = get(f"{theirs}/kernel")
+        return {f"{ours}.weight": None if kernel is None else kernel.permute(3, 2, 0, 1)}
+
+    def group_norm(ours: str, theirs: str) -> dict[str, Tensor | None]:
+        scale, bias = get(f"{theirs}/scale"), get(f"{theirs}/bias")
+        return {
+            f"{ours}.weight": None if scale is None else scale.flatten(),
+            f"{ours}.bias": None if bias is None else bias.flatten(),
+        }
+
+    converted = conv("stem.root.conv", "conv_root") | group_norm("stem.root.norm", "gn_root")
+    units = {(int(m[1]), int(m[2])) for m in map(re.compile(r"block(\d+)/unit(\d+)/").match, names) if m}
+    for stage, unit in sorted(units):
+        theirs, ours = f"block{stage}/unit{unit}/", f"stem.stages.{stage - 1}.blocks.{unit - 1}."
+        for r in ("1", "2", "3"):
+            converted |= conv(ours + "conv" + r, theirs + "conv" + r)
+            converted |= group_norm(ours + "norm" + r, theirs + "gn" + r)
+        if f"{theirs}conv_proj/kernel" in names:
+            converted |= conv(f"{ours}downsample.conv", f"{theirs}conv_proj")
+            converted |= group_norm(f"{ours}downsample.norm", f"{theirs}gn_proj")
+    return converted
 
 
 def resize_position_embedding(
@@ -305,17 +338,18 @@ def _checkpoint_options(checkpoint: Mapping[str, Tensor]) -> str:
     except (KeyError, IndexError):
         return "a model this checkpoint was saved from"
     depth = len({key.split(".")[1] for key in checkpoint if key.startswith("blocks.")})
-    hybrid = any(key.startswith("stem.") for key in checkpoint)
-    stride = 16 if hybrid else 1
+    num_stages = len({key.split(".")[2] for key in checkpoint if key.startswith("stem.stages.")})
+    hybrid = next((n for n, (_, stages) in HYBRIDS.items() if len(stages) == num_stages), None)
+    stride = 4 * 2 ** (num_stages - 1) if hybrid else 1
     size = next(
         (s for s, row in MODEL_SIZES.items() if (row.depth, row.dim, row.mlp_dim) == (depth, dim, mlp_dim)),
         None,
     )
     if hybrid:
-        name, options = next(iter(HYBRIDS)), [] if patch == 1 else [f"patch_size={patch * stride}"]
+        name, options = hybrid, [] if patch == 1 else [f"patch_size={patch * stride}"]
     else:
         name, options = f"vit_{size or 'b'}{patch}", []
-    if size is None or (hybrid and HYBRIDS[name] != size):
+    if size is None or (hybrid and HYBRIDS[name][0] != size):
         options += [f"depth={depth}", f"dim={dim}", f"mlp_dim={mlp_dim}"]
     options += [f"image_size={grid * patch * stride}", *_classifier_options(checkpoint)]
     return f"create_model({name!r}, {', '.join(options)})"
@@ -390,6 +424,7 @@ def load_pretrained(model: VisionTransformer, source: str | os.PathLike[str]) ->
     its class count; any other mismatch raises before the model is touched."""
     source_name = os.fspath(source)
     checkpoint = read_checkpoint(source)
+    reject_torchvision_stem(checkpoint, source_name)
     pos_embed = checkpoint.get("position_embedding")
     if pos_embed is not None and pos_embed.shape != model.position_embedding.shape:
         grid = math.isqrt(pos_embed.shape[1] - 1)
