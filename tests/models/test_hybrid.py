@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pytest
 import timm
@@ -12,9 +13,11 @@ from test_weights import assert_same_logits, randomise, save
 from timm.models import vision_transformer as timm_vit
 from torch import nn
 
+from vitlab.checkpoint import load_classifier
 from vitlab.models import create_model
 from vitlab.models.hybrid import BiTResNet
 from vitlab.models.weights import load_pretrained, to_timm
+from vitlab.training.module import ViTClassifier
 
 # A small transformer on the full ResNet stem: every stem weight is checked, in seconds.
 TINY_TRANSFORMER = {"dim": 64, "depth": 2, "heads": 2, "mlp_dim": 128, "num_classes": 5}
@@ -167,8 +170,20 @@ def test_old_torchvision_stem_weights_are_refused_in_one_line(tmp_path: Path):
     with pytest.raises(ValueError, match=r"old r50_vit_b16.*torchvision's ResNet-50.*retrain") as error:
         load_pretrained(model, path)
     assert "\n" not in str(error.value)
-    with pytest.raises(ValueError, match="old r50_vit_b16"):  # a Lightning checkpoint's path
-        model.load_state_dict(old_hybrid_state_dict())
+
+
+def test_old_hybrid_training_checkpoint_is_refused_by_eval_and_predict(tmp_path: Path):
+    options = {k: v for k, v in TINY_TRANSFORMER.items() if k != "num_classes"}
+    module = ViTClassifier("r50_vit_b16", num_classes=5, model_options={"image_size": 32, **options})
+    state = {f"model.{k}": v for k, v in old_hybrid_state_dict().items()}
+    checkpoint = {
+        "state_dict": state,
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match=r"the checkpoint holds the old r50_vit_b16"):
+        load_classifier(tmp_path / "old.ckpt")
 
 
 def test_bit_resnet_rejects_an_impossible_stage_layout():
