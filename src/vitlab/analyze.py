@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vitlab.backbone import load_backbone
+from vitlab.backbone import load_backbone, resolve_device
 from vitlab.config import CONFIG_DIR, ConfigError, model_options, user_errors_as_messages
 from vitlab.data import load_image
 from vitlab.loggers import build_loggers, finish_wandb
@@ -31,10 +31,6 @@ from vitlab.viz.figure7 import (
 log = logging.getLogger(__name__)
 
 FIGURES = ("filters", "position_similarity", "attention_distance")
-
-
-def resolve_device(device: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
 def sample_images(sources: str | Sequence[str], count: int, seed: int) -> list[Path]:

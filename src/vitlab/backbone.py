@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vitlab.checkpoint import eval_transform_for, load_classifier
 from vitlab.data.transforms import Pipeline, eval_transform
 from vitlab.models import VisionTransformer, create_model
@@ -30,3 +32,8 @@ def load_backbone(
         return module.model.eval(), eval_transform_for(module)
     model = create_model(name, pretrained=pretrained, **{**options, "num_classes": 0})
     return model.eval(), eval_transform(model.image_size, **preprocessing)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; any other value as torch reads it."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
