@@ -24,7 +24,7 @@ def user_errors_as_messages() -> Iterator[None]:
     """For the command-line entry points: a typo or a wrong path deserves one line, not a traceback."""
     try:
         yield
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, ConnectionError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -36,7 +36,7 @@ def _check(condition: bool, option: str, value: Any, expected: str) -> None:
 
 
 # Data options a checkpoint must carry so that its inputs are prepared as in training.
-PREPROCESSING_KEYS = ("mean", "std", "resize_size")
+PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
 
 
 def model_options(model_cfg: DictConfig) -> dict[str, Any]:

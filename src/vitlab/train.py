@@ -15,18 +15,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.config import (
     CONFIG_DIR,
     PREPROCESSING_KEYS,
+    ConfigError,
     model_options,
     print_tree,
     resolve_precision,
     user_errors_as_messages,
     validate,
 )
+from vitlab.data.transforms import resize_size_for
 from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.models.preprocessing import resolve_preprocessing
 from vitlab.models.profile import variant_cost
 from vitlab.training.module import ViTClassifier
 
@@ -80,13 +83,42 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
+def resolve_data_preprocessing(cfg: DictConfig) -> None:
+    """Write the weights' preprocessing (mean, std, interpolation, crop) into ``cfg.data`` where the
+    user left it null, so the printed config, the checkpoint, eval and predict all see what ran."""
+    data = cfg.data
+    try:
+        resolved = resolve_preprocessing(
+            cfg.model.get("pretrained"),
+            cfg.model.get("pretrained_file"),
+            **{key: _plain(data.get(key)) for key in ("mean", "std", "interpolation", "crop_pct")},
+        )
+        resize = resize_size_for(cfg.model.image_size, data.get("resize_size"), resolved["crop_pct"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    with open_dict(data):
+        data.update(resolved)
+    if resize == cfg.model.image_size and resolved["crop_pct"] is None:
+        sizes = f"resize to {resize} px"
+    else:
+        sizes = f"resize shorter side to {resize} px, centre crop {cfg.model.image_size}"
+    log.info(
+        "inputs: %s (%s), mean %s, std %s (from %s)",
+        sizes,
+        resolved["interpolation"],
+        resolved["mean"],
+        resolved["std"],
+        cfg.model.get("pretrained") or "no pretrained weights",
+    )
+
+
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
     return ViTClassifier(
         model_name=cfg.model.name,
         num_classes=num_classes,
         class_names=class_names,
         model_options=model_options(cfg.model),
-        pretrained=cfg.model.pretrained,
+        pretrained=cfg.model.get("pretrained_file") or cfg.model.pretrained,
         freeze_backbone=cfg.model.freeze_backbone,
         label_smoothing=cfg.label_smoothing,
         optimizer=instantiate(cfg.optimizer),
@@ -98,6 +130,7 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> V
 def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Fit (and test) a model as configured; returns the run's results, also saved as results.json."""
     validate(cfg)
+    resolve_data_preprocessing(cfg)
     output_dir = Path(cfg.paths.output_dir)
     print_tree(cfg, save_to=output_dir / "config_resolved.yaml")
     L.seed_everything(cfg.seed, workers=True)

@@ -145,7 +145,7 @@ def test_without_network_the_error_says_where_data_was_looked_for_and_how_to_pro
     root = tmp_path / "data" / "food"
     dm = ImageFolderDataModule(root, url=f"http://127.0.0.1:{port}/data.zip", sha256=None)
     with pytest.raises(
-        RuntimeError, match=rf"no dataset at {root} .*failed.*unzip it so that .*point data.root"
+        ConnectionError, match=rf"no dataset at {root} .*failed.*unzip it so that .*point data.root"
     ):
         dm.prepare_data()
     assert not root.exists()

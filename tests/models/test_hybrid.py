@@ -16,7 +16,7 @@ from torch import nn
 from vitlab.checkpoint import load_classifier
 from vitlab.models import create_model
 from vitlab.models.hybrid import BiTResNet
-from vitlab.models.weights import load_pretrained, to_timm
+from vitlab.models.weights import to_timm
 from vitlab.training.module import ViTClassifier
 
 # A small transformer on the full ResNet stem: every stem weight is checked, in seconds.
@@ -166,9 +166,8 @@ def old_hybrid_state_dict() -> dict[str, torch.Tensor]:
 
 def test_old_torchvision_stem_weights_are_refused_in_one_line(tmp_path: Path):
     path = save(old_hybrid_state_dict(), tmp_path / "old_r50.pth")
-    model = create_model("r50_vit_b16", image_size=32, **TINY_TRANSFORMER)
     with pytest.raises(ValueError, match=r"old r50_vit_b16.*torchvision's ResNet-50.*retrain") as error:
-        load_pretrained(model, path)
+        create_model("r50_vit_b16", pretrained=path, image_size=32, **TINY_TRANSFORMER)
     assert "\n" not in str(error.value)
 
 

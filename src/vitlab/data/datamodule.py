@@ -51,8 +51,10 @@ class ImageDataModule(L.LightningDataModule):
         mixup_alpha: float | None = None,
         cutmix_alpha: float | None = None,
         resize_size: int | None = None,
-        mean: Sequence[float] = transforms.IMAGENET_MEAN,
-        std: Sequence[float] = transforms.IMAGENET_STD,
+        crop_pct: float | None = None,
+        interpolation: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         pin_memory: bool | None = None,
         seed: int = 42,
     ) -> None:
@@ -62,13 +64,28 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0, or null for one per CPU.")
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
-        self.mean, self.std = tuple(mean), tuple(std)  # to undo the normalisation for pictures
+        # None: ImageNet's statistics and a bilinear resize (training uses the pretrained weights' own,
+        # resolved by the entry point); the mean and std also undo the normalisation for pictures.
+        mean = transforms.IMAGENET_MEAN if mean is None else mean
+        std = transforms.IMAGENET_STD if std is None else std
+        interpolation = interpolation or "bilinear"
+        self.mean, self.std = tuple(mean), tuple(std)
         self.num_workers = usable_cpus() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_pipeline = transforms.train_transform(
-            train_transform, image_size, mean, std, resize_size, auto_augment, random_erasing
+            train_transform,
+            image_size,
+            mean,
+            std,
+            resize_size,
+            auto_augment,
+            random_erasing,
+            crop_pct,
+            interpolation,
         )
-        self.eval_pipeline = transforms.eval_transform(image_size, mean, std, resize_size)
+        self.eval_pipeline = transforms.eval_transform(
+            image_size, mean, std, resize_size, crop_pct, interpolation
+        )
         self.mixup_alpha, self.cutmix_alpha = transforms.batch_alphas(
             train_transform, mixup_alpha, cutmix_alpha
         )

@@ -75,7 +75,7 @@ def download_dataset(url: str, root: Path, sha256: str | None) -> None:
         try:
             download_url(url, str(tmp), filename=archive.name)
         except (OSError, http.client.HTTPException) as err:  # URLError is an OSError
-            raise RuntimeError(
+            raise ConnectionError(
                 f"no dataset at {root} (data.root) and downloading {url} (data.url) failed: {err}. "
                 f"Without network, fetch the zip elsewhere and unzip it so that {root}/train and "
                 f"{root}/test exist, or point data.root (or VITLAB_DATA_DIR) at an existing copy."

@@ -7,6 +7,7 @@ this way makes the cache an optimisation only: cached or not, an image meets the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +41,16 @@ class Pipeline:
         return self.augment(self.prepare(image))
 
 
-def _resize_size(image_size: int, resize_size: int | None) -> int:
+def resize_size_for(image_size: int, resize_size: int | None = None, crop_pct: float | None = None) -> int:
+    """The shorter side's length before the centre crop: ``resize_size`` if given, else
+    floor(image_size / crop_pct) (timm's rule, so 224 at 0.9 gives 248 and 384 gives 426), else
+    ``image_size`` (a plain resize, no crop)."""
+    if resize_size is None and crop_pct is not None:
+        if not 0 < crop_pct <= 1:
+            raise ValueError(
+                f"crop_pct={crop_pct} must be in (0, 1]: the centre crop's share of the resized image."
+            )
+        resize_size = math.floor(image_size / crop_pct)
     if resize_size is None:
         return image_size
     if resize_size < image_size:
@@ -55,22 +65,34 @@ def _normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
+def _interpolation(name: str) -> v2.InterpolationMode:
+    try:
+        return v2.InterpolationMode(name)
+    except ValueError:
+        modes = ", ".join(m.value for m in v2.InterpolationMode)
+        raise ValueError(f"interpolation={name!r} is not a resize mode: choose one of {modes}.") from None
+
+
 def eval_transform(
     image_size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     resize_size: int | None = None,
+    crop_pct: float | None = None,
+    interpolation: str = "bilinear",
 ) -> Pipeline:
     """uint8 ``[3, H, W]`` (from ``load_image``) -> normalised float ``[3, image_size, image_size]``.
 
-    Resizes to ``image_size`` square (the course), or the shorter side to ``resize_size`` and then
-    centre-crops ``image_size`` (pretrained weights' own recipe, e.g. 256 -> 224).
+    Resizes to ``image_size`` square (the course), or the shorter side to ``resize_size`` (or
+    image_size / ``crop_pct``) and then centre-crops ``image_size`` (pretrained weights' own recipe,
+    e.g. 248 -> 224 for timm's AugReg ViTs).
     """
-    resize = _resize_size(image_size, resize_size)
-    if resize == image_size:
-        prepare: v2.Transform = v2.Resize((image_size, image_size))
+    resize = resize_size_for(image_size, resize_size, crop_pct)
+    mode = _interpolation(interpolation)
+    if resize == image_size and crop_pct is None:
+        prepare: v2.Transform = v2.Resize((image_size, image_size), interpolation=mode)
     else:
-        prepare = v2.Compose([v2.Resize(resize), v2.CenterCrop(image_size)])
+        prepare = v2.Compose([v2.Resize(resize, interpolation=mode), v2.CenterCrop(image_size)])
     return Pipeline(prepare, _normalize(mean, std))
 
 
@@ -82,6 +104,8 @@ def train_transform(
     resize_size: int | None = None,
     auto_augment: str = "trivialaugment",
     random_erasing: float = 0.25,
+    crop_pct: float | None = None,
+    interpolation: str = "bilinear",
 ) -> Pipeline:
     """The training transform of a preset: ``none`` (the course: evaluation transform only),
     ``basic`` (RandomResizedCrop + flip) or ``strong`` (basic + TrivialAugmentWide/RandAugment +
@@ -89,11 +113,15 @@ def train_transform(
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown train_transform {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}.")
     if preset == "none":
-        return eval_transform(image_size, mean, std, resize_size)
+        return eval_transform(image_size, mean, std, resize_size, crop_pct, interpolation)
     # Decode-time resize of the shorter side keeps the whole picture for RandomResizedCrop while
     # bounding the cost (and the cache) of large photos.
-    prepare = v2.Resize(_resize_size(image_size, resize_size))
-    augment: list[v2.Transform] = [v2.RandomResizedCrop(image_size), v2.RandomHorizontalFlip()]
+    mode = _interpolation(interpolation)
+    prepare = v2.Resize(resize_size_for(image_size, resize_size, crop_pct), interpolation=mode)
+    augment: list[v2.Transform] = [
+        v2.RandomResizedCrop(image_size, interpolation=mode),
+        v2.RandomHorizontalFlip(),
+    ]
     if preset == "strong":
         if auto_augment not in AUTO_AUGMENTS:
             raise ValueError(

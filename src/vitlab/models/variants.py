@@ -1,13 +1,19 @@
-"""Table 1 of the paper as data, and ``create_model``: the one way code builds a ViT."""
+"""Table 1 of the paper as data, ``create_model`` (the one way code builds a ViT) and the reverse
+question: which variant fits a checkpoint's shapes."""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vitlab.models.hybrid import BiTResNet
+from torch import Tensor
+
+from vitlab.models.hybrid import BiTResNet, reject_torchvision_stem
 from vitlab.models.vit import VisionTransformer
+from vitlab.models.weights import BackboneMismatch, classifier_options, load_pretrained
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,40 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
     """
     model = VisionTransformer(**model_kwargs(name, **overrides))
     if pretrained:
-        from vitlab.models.weights import load_pretrained
-
-        load_pretrained(model, pretrained)
+        try:
+            load_pretrained(model, pretrained)
+        except BackboneMismatch as error:
+            reject_torchvision_stem(error.checkpoint, str(pretrained))
+            raise ValueError(
+                f"{error} The checkpoint looks like {fitting_variant(error.checkpoint)}: build that "
+                f"variant (image size and class count may differ; they are adapted)."
+            ) from None
     return model
+
+
+def fitting_variant(checkpoint: Mapping[str, Tensor]) -> str:
+    """The ``create_model`` call whose model a state dict (vitlab names) fits, read off its shapes
+    (the number of attention heads is not in a state dict; the Table 1 row's is assumed)."""
+    try:
+        dim = checkpoint["position_embedding"].shape[-1]
+        grid = math.isqrt(checkpoint["position_embedding"].shape[1] - 1)
+        patch = checkpoint["patch_embedding.projection.weight"].shape[-1]
+        mlp_dim = checkpoint["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, IndexError):
+        return "a model this checkpoint was saved from"
+    depth = len({key.split(".")[1] for key in checkpoint if key.startswith("blocks.")})
+    num_stages = len({key.split(".")[2] for key in checkpoint if key.startswith("stem.stages.")})
+    hybrid = next((n for n, (_, stages) in HYBRIDS.items() if len(stages) == num_stages), None)
+    stride = 4 * 2 ** (num_stages - 1) if hybrid else 1
+    size = next(
+        (s for s, row in MODEL_SIZES.items() if (row.depth, row.dim, row.mlp_dim) == (depth, dim, mlp_dim)),
+        None,
+    )
+    if hybrid:
+        name, options = hybrid, [] if patch == 1 else [f"patch_size={patch * stride}"]
+    else:
+        name, options = f"vit_{size or 'b'}{patch}", []
+    if size is None or (hybrid and HYBRIDS[name][0] != size):
+        options += [f"depth={depth}", f"dim={dim}", f"mlp_dim={mlp_dim}"]
+    options += [f"image_size={grid * patch * stride}", *classifier_options(checkpoint)]
+    return f"create_model({name!r}, {', '.join(options)})"

@@ -4,7 +4,8 @@ Every format is first converted to vitlab's key names by a pure function on stat
 per format, with its inverse where the format is a PyTorch one), then fitted to the model: the
 position-embedding grid is resized for a new image size and the classifier is replaced when the
 class count differs. Anything else that does not fit is an error naming the keys, never a silent
-partial load.
+partial load. This module knows the architecture (``vit.py``) alone: which Table 1 variant a state
+dict fits is the registry's question (``variants.fitting_variant``).
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vitlab.models.hybrid import reject_torchvision_stem
-from vitlab.models.variants import HYBRIDS, MODEL_SIZES
 from vitlab.models.vit import VisionTransformer
 
 __all__ = [
+    "BackboneMismatch",
+    "checkpoint_format",
+    "classifier_options",
     "from_jax_npz",
     "from_timm",
     "from_torchvision",
@@ -227,17 +230,34 @@ def resize_position_embedding(
     return torch.cat([class_pos, grid], dim=1)
 
 
-def _fetch_torchvision(weights_name: str) -> StateDict:
+def _download_failed(source: str, error: Exception) -> ConnectionError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ConnectionError(
+        f"model.pretrained={source}: downloading the weights failed ({reason}). Without network, copy "
+        f"the weights file here and name it: model.pretrained_file=/path/to/weights.pth (the source "
+        f"still sets the preprocessing)."
+    )
+
+
+def torchvision_weights(weights_name: str) -> Any:
+    """torchvision's ``WeightsEnum`` member named ``weights_name`` (its metadata needs no download)."""
     from torchvision.models import get_weight
 
     try:
-        weights = get_weight(weights_name)
+        return get_weight(weights_name)
     except (ValueError, KeyError) as error:
         raise ValueError(
             f"torchvision has no weights {weights_name!r} ({error}): name an enum member such as "
             f"'torchvision:ViT_B_16_Weights.IMAGENET1K_V1' (see torchvision.models.get_model_weights)."
         ) from error
-    return weights.get_state_dict(progress=True)
+
+
+def _fetch_torchvision(weights_name: str) -> StateDict:
+    weights = torchvision_weights(weights_name)
+    try:
+        return weights.get_state_dict(progress=True)
+    except OSError as error:  # URLError, no route, refused connection
+        raise _download_failed(f"torchvision:{weights_name}", error) from error
 
 
 def _fetch_timm(model_name: str) -> StateDict:
@@ -248,14 +268,17 @@ def _fetch_timm(model_name: str) -> StateDict:
             f"'timm:{model_name}' needs timm, which vitlab does not install: `pip install timm` "
             f"(or `pip install -e .[dev]`)."
         ) from error
-    return timm.create_model(model_name, pretrained=True).state_dict()
+    try:
+        return timm.create_model(model_name, pretrained=True).state_dict()
+    except (OSError, RuntimeError) as error:  # Hugging Face Hub and URL errors, offline mode
+        raise _download_failed(f"timm:{model_name}", error) from error
 
 
 # (a key only that format has, its converter to vitlab names) for vitlab, torchvision and timm.
-_FORMATS: tuple[tuple[str, Callable[[Mapping[str, Tensor]], StateDict]], ...] = (
-    ("position_embedding", dict),
-    ("encoder.pos_embedding", from_torchvision),
-    ("pos_embed", from_timm),
+_FORMATS: tuple[tuple[str, str, Callable[[Mapping[str, Tensor]], StateDict]], ...] = (
+    ("vitlab", "position_embedding", dict),
+    ("torchvision", "encoder.pos_embedding", from_torchvision),
+    ("timm", "pos_embed", from_timm),
 )
 _WRAPPER_PREFIXES = ("", "model.", "backbone.", "module.")  # Lightning modules, DDP wrappers
 _SUPPORTED = (
@@ -280,9 +303,20 @@ def _unknown_format(path: Path, keys: list[str]) -> ValueError:
     )
 
 
-def _read_torch_file(path: Path) -> StateDict:
+def _load(path: Path) -> Any:
+    """``torch.load`` memory-mapped where the file allows it: looking at keys reads no tensor data."""
     try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):  # the legacy (pre-1.6) format cannot be mapped; others are errors
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _read_torch_file(path: Path) -> tuple[str, StateDict]:
+    """(format name, state dict in vitlab names) of a ``torch.save``'d file."""
+    try:
+        contents = _load(path)
     except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
@@ -298,10 +332,33 @@ def _read_torch_file(path: Path) -> StateDict:
             contents = contents[wrapper]
             break
     for prefix in _WRAPPER_PREFIXES:
-        for signature, convert in _FORMATS:
+        for name, signature, convert in _FORMATS:
             if prefix + signature in contents:
-                return convert({k[len(prefix) :]: v for k, v in contents.items() if k.startswith(prefix)})
+                unwrapped = {k[len(prefix) :]: v for k, v in contents.items() if k.startswith(prefix)}
+                return name, convert(unwrapped)
     raise _unknown_format(path, list(contents))
+
+
+def _read_file(source: str) -> tuple[str, StateDict]:
+    """(format name: ``npz``, ``vitlab``, ``torchvision`` or ``timm``; state dict in vitlab names)."""
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained={source!r} is not a file. Supported: {_SUPPORTED}.")
+    if not _is_npz(path):
+        return _read_torch_file(path)
+    with np.load(path) as archive:
+        if not any(name.endswith("embedding/kernel") for name in archive.files):
+            raise _unknown_format(path, list(archive.files))
+        return "npz", from_jax_npz({name: archive[name] for name in archive.files})
+
+
+def checkpoint_format(path: str | os.PathLike[str]) -> str:
+    """The format of a weights file, told from its keys: ``npz`` (Google's JAX release), ``vitlab``,
+    ``torchvision`` or ``timm``. Cheap: ``.pt`` files are memory-mapped, not read."""
+    path = Path(path)
+    if _is_npz(path):
+        return "npz"
+    return _read_file(os.fspath(path))[0]
 
 
 def read_checkpoint(source: str | os.PathLike[str]) -> StateDict:
@@ -311,51 +368,14 @@ def read_checkpoint(source: str | os.PathLike[str]) -> StateDict:
         return from_torchvision(_fetch_torchvision(source_name.removeprefix("torchvision:")))
     if source_name.startswith("timm:"):
         return from_timm(_fetch_timm(source_name.removeprefix("timm:")))
-    path = Path(source_name)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained={source_name!r} is not a file. Supported: {_SUPPORTED}.")
-    if not _is_npz(path):
-        return _read_torch_file(path)
-    with np.load(path) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    if not any(name.endswith("embedding/kernel") for name in arrays):
-        raise _unknown_format(path, list(arrays))
-    return from_jax_npz(arrays)
+    return _read_file(source_name)[1]
 
 
 def _is_classifier(key: str) -> bool:
     return key.startswith(("head.", "pre_logits."))
 
 
-def _checkpoint_options(checkpoint: Mapping[str, Tensor]) -> str:
-    """The ``create_model`` call whose model the checkpoint fits, read off its shapes (the number of
-    attention heads is not in a state dict; the Table 1 row's is assumed)."""
-    try:
-        dim = checkpoint["position_embedding"].shape[-1]
-        grid = math.isqrt(checkpoint["position_embedding"].shape[1] - 1)
-        patch = checkpoint["patch_embedding.projection.weight"].shape[-1]
-        mlp_dim = checkpoint["blocks.0.mlp.fc1.weight"].shape[0]
-    except (KeyError, IndexError):
-        return "a model this checkpoint was saved from"
-    depth = len({key.split(".")[1] for key in checkpoint if key.startswith("blocks.")})
-    num_stages = len({key.split(".")[2] for key in checkpoint if key.startswith("stem.stages.")})
-    hybrid = next((n for n, (_, stages) in HYBRIDS.items() if len(stages) == num_stages), None)
-    stride = 4 * 2 ** (num_stages - 1) if hybrid else 1
-    size = next(
-        (s for s, row in MODEL_SIZES.items() if (row.depth, row.dim, row.mlp_dim) == (depth, dim, mlp_dim)),
-        None,
-    )
-    if hybrid:
-        name, options = hybrid, [] if patch == 1 else [f"patch_size={patch * stride}"]
-    else:
-        name, options = f"vit_{size or 'b'}{patch}", []
-    if size is None or (hybrid and HYBRIDS[name][0] != size):
-        options += [f"depth={depth}", f"dim={dim}", f"mlp_dim={mlp_dim}"]
-    options += [f"image_size={grid * patch * stride}", *_classifier_options(checkpoint)]
-    return f"create_model({name!r}, {', '.join(options)})"
-
-
-def _classifier_options(state_dict: Mapping[str, Tensor]) -> list[str]:
+def classifier_options(state_dict: Mapping[str, Tensor]) -> list[str]:
     """The ``create_model`` options a state dict's classifier was built with (none: no classifier)."""
     options = []
     if "head.weight" in state_dict:
@@ -365,9 +385,18 @@ def _classifier_options(state_dict: Mapping[str, Tensor]) -> list[str]:
     return options
 
 
+class BackboneMismatch(ValueError):
+    """A checkpoint's backbone does not fit the model; ``checkpoint`` (vitlab names) lets the caller
+    say which model it would fit."""
+
+    def __init__(self, message: str, checkpoint: Mapping[str, Tensor]) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
 def _check_backbone_fits(model: VisionTransformer, checkpoint: Mapping[str, Tensor], source: str) -> None:
     """Raise one error naming every missing, unexpected and mis-shaped key outside the classifier
-    (which ``_fit_classifier`` adapts), with the variant the checkpoint fits."""
+    (which ``_fit_classifier`` adapts)."""
     expected = {key: value for key, value in model.state_dict().items() if not _is_classifier(key)}
     backbone = {key: value for key, value in checkpoint.items() if not _is_classifier(key)}
 
@@ -387,11 +416,7 @@ def _check_backbone_fits(model: VisionTransformer, checkpoint: Mapping[str, Tens
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
             if keys
         ]
-        raise ValueError(
-            f"{source} does not fit the model; " + "; ".join(problems) + ". "
-            f"The checkpoint looks like {_checkpoint_options(checkpoint)}: build that variant "
-            f"(image size and class count may differ; they are adapted)."
-        )
+        raise BackboneMismatch(f"{source} does not fit the model; " + "; ".join(problems) + ".", checkpoint)
 
 
 def _fit_classifier(model: VisionTransformer, checkpoint: StateDict, source: str) -> StateDict:
@@ -404,10 +429,10 @@ def _fit_classifier(model: VisionTransformer, checkpoint: StateDict, source: str
     ):
         return checkpoint
     if model.num_classes:  # with num_classes=0 dropping the classifier is what was asked for
-        theirs = ", ".join(_classifier_options(checkpoint))
+        theirs = ", ".join(classifier_options(checkpoint))
         warnings.warn(
             f"{source}: the checkpoint's classifier ({theirs or 'none'}) does not fit the model's "
-            f"({', '.join(_classifier_options(model_state))}); kept the backbone and replaced the "
+            f"({', '.join(classifier_options(model_state))}); kept the backbone and replaced the "
             f"classifier by a zero-initialised {model.num_classes}-class head without pre-logits, to be "
             f"fine-tuned (paper section 3.2)."
             + (f" To keep the checkpoint's classifier, build the model with {theirs}." if theirs else ""),
@@ -424,7 +449,6 @@ def load_pretrained(model: VisionTransformer, source: str | os.PathLike[str]) ->
     its class count; any other mismatch raises before the model is touched."""
     source_name = os.fspath(source)
     checkpoint = read_checkpoint(source)
-    reject_torchvision_stem(checkpoint, source_name)
     pos_embed = checkpoint.get("position_embedding")
     if pos_embed is not None and pos_embed.shape != model.position_embedding.shape:
         grid = math.isqrt(pos_embed.shape[1] - 1)
