@@ -11,10 +11,13 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from vitlab.analyze import analyze
+from vitlab.backbone import load_backbone
 from vitlab.config import ConfigError
 from vitlab.models import create_model
+from vitlab.models.weights import to_timm
 from vitlab.training.module import ViTClassifier
 
 TINY_MODEL = ("model=vit_ti16", "model.image_size=32", "model.patch_size=8")
@@ -26,7 +29,13 @@ def test_pretrained_weights_give_all_three_pictures(compose_config, make_image_f
     torch.save(create_model("vit_ti16", image_size=32, patch_size=8).state_dict(), weights)
     images = make_image_folder(n_per_class=2)
     cfg = compose_config(
-        *TINY_MODEL, f"model.pretrained={weights}", f"images={images}", "num_images=4", config_name="analyze"
+        *TINY_MODEL,
+        f"model.pretrained={weights}",
+        "preprocessing.mean=[0.5,0.5,0.5]",
+        "preprocessing.std=[0.5,0.5,0.5]",
+        f"images={images}",
+        "num_images=4",
+        config_name="analyze",
     )
     results = analyze(cfg)
     assert sorted(results["pictures"]) == ["attention_distance", "embedding_filters", "position_similarity"]
@@ -68,3 +77,28 @@ def test_command_line_refuses_a_missing_image_folder_in_one_line(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0
     assert "error: images=null" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_named_weights_bring_their_preprocessing_and_a_bare_file_must_say_it(compose_config, tmp_path):
+    weights = tmp_path / "vit_tiny_timm.pth"
+    torch.save(to_timm(create_model("vit_ti16", image_size=32, patch_size=8).state_dict()), weights)
+    named = compose_config(
+        *TINY_MODEL,
+        "model.pretrained=timm:vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+        f"model.pretrained_file={weights}",
+        config_name="analyze",
+    )
+    _, transform = load_backbone(named)
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
+    reference = v2.Compose(  # AugReg: bicubic to floor(32 / 0.9) = 35, centre crop, [-1, 1]
+        [
+            v2.Resize(35, v2.InterpolationMode.BICUBIC),
+            v2.CenterCrop(32),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
+    torch.testing.assert_close(transform(image), reference(image))
+    bare = compose_config(*TINY_MODEL, f"model.pretrained={weights}", config_name="analyze")
+    with pytest.raises(ConfigError, match="does not say how its inputs were normalised"):
+        load_backbone(bare)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vitlab.backbone import load_backbone, resolve_device
-from vitlab.config import CONFIG_DIR, ConfigError, model_options, user_errors_as_messages
+from vitlab.config import CONFIG_DIR, ConfigError, user_errors_as_messages
 from vitlab.data import load_image
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.predict import image_files
@@ -56,10 +56,7 @@ def analyze(cfg: DictConfig) -> dict:
             "images=null: the attention distance is averaged over images; pass images=path/to/folder "
             "(or leave attention_distance out of figures)."
         )
-    torch.manual_seed(cfg.seed)
-    model, transform = load_backbone(
-        cfg.ckpt_path, cfg.model.name, cfg.model.pretrained, model_options(cfg.model), cfg.preprocessing
-    )
+    model, transform = load_backbone(cfg)
     device = resolve_device(cfg.device)
     model.to(device)
     output_dir = Path(cfg.paths.output_dir)

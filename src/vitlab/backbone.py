@@ -1,37 +1,42 @@
 """The model an inspection entry point looks at (``vitlab-analyze``, ``vitlab-fewshot``): a training
-checkpoint, pretrained weights or a random initialisation, with the preprocessing that belongs to it."""
+checkpoint, pretrained weights or a random initialisation, with the preprocessing that belongs to it.
+Both entry points share the config keys ``ckpt_path``, ``model.*``, ``preprocessing.*`` and ``seed``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
+from vitlab.config import ConfigError, model_options
 from vitlab.data.transforms import Pipeline, eval_transform
 from vitlab.models import VisionTransformer, create_model
+from vitlab.models.preprocessing import resolve_preprocessing
 
 
-def load_backbone(
-    ckpt_path: str | Path | None,
-    name: str,
-    pretrained: str | None,
-    options: Mapping[str, Any],
-    preprocessing: Mapping[str, Any],
-) -> tuple[VisionTransformer, Pipeline]:
-    """``(model in eval mode, its evaluation transform)``.
+def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
+    """``(model in eval mode, its evaluation transform)`` from an entry point's config.
 
-    A checkpoint brings its own model and preprocessing; otherwise ``create_model(name, pretrained,
-    **options)`` without a classifier (random weights when ``pretrained`` is None), and images are
-    prepared with ``preprocessing`` (``eval_transform``'s mean, std, resize_size).
+    A checkpoint (``ckpt_path``) brings its own model and preprocessing. Otherwise the model is
+    ``create_model(model.name, model.pretrained, ...)`` without a classifier, random (seeded by
+    ``seed``) when no weights are named, and images are prepared as the weights expect, each of
+    ``preprocessing.mean/std/interpolation/crop_pct`` the user's where set (as training does).
     """
-    if ckpt_path:
-        module = load_classifier(ckpt_path)
-        return module.model.eval(), eval_transform_for(module)
-    model = create_model(name, pretrained=pretrained, **{**options, "num_classes": 0})
-    return model.eval(), eval_transform(model.image_size, **preprocessing)
+    try:
+        if cfg.ckpt_path:
+            module = load_classifier(cfg.ckpt_path)
+            return module.model.eval(), eval_transform_for(module)
+        user = OmegaConf.to_container(cfg.preprocessing)
+        resize_size = user.pop("resize_size", None)
+        preprocessing = resolve_preprocessing(cfg.model.pretrained, cfg.model.get("pretrained_file"), **user)
+        torch.manual_seed(cfg.seed)
+        weights = cfg.model.get("pretrained_file") or cfg.model.pretrained
+        model = create_model(
+            cfg.model.name, pretrained=weights, **{**model_options(cfg.model), "num_classes": 0}
+        )
+    except ValueError as error:  # weights that do not fit, preprocessing that cannot be told
+        raise ConfigError(str(error)) from None
+    return model.eval(), eval_transform(model.image_size, resize_size=resize_size, **preprocessing)
 
 
 def resolve_device(device: str) -> torch.device:

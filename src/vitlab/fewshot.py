@@ -27,7 +27,7 @@ from rich.table import Table
 from torch import Tensor
 
 from vitlab.backbone import load_backbone, resolve_device
-from vitlab.config import CONFIG_DIR, ConfigError, model_options, user_errors_as_messages
+from vitlab.config import CONFIG_DIR, ConfigError, user_errors_as_messages
 from vitlab.data import load_image
 from vitlab.data.folder import list_classes, list_samples
 from vitlab.data.transforms import Pipeline
@@ -170,10 +170,7 @@ def fewshot(cfg: DictConfig) -> dict[int, list[tuple[float, float]]]:
     except ValueError as error:
         raise ConfigError(f"{error} (in {root / 'train'})") from None
     test_files, test_labels = _split(root, "test", class_names)
-    torch.manual_seed(cfg.seed)
-    model, transform = load_backbone(
-        cfg.ckpt_path, cfg.model.name, cfg.model.pretrained, model_options(cfg.model), cfg.preprocessing
-    )
+    model, transform = load_backbone(cfg)
     device = resolve_device(cfg.device)
     model.to(device)
     started = time.perf_counter()
