@@ -4,6 +4,8 @@ Both entry points share the config keys ``ckpt_path``, ``model.*``, ``preprocess
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,6 +14,8 @@ from vitlab.config import ConfigError, model_options
 from vitlab.data.transforms import Pipeline, eval_transform
 from vitlab.models import VisionTransformer, create_model
 from vitlab.models.preprocessing import resolve_preprocessing
+
+log = logging.getLogger(__name__)
 
 
 def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
@@ -36,6 +40,7 @@ def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
         )
     except ValueError as error:  # weights that do not fit, preprocessing that cannot be told
         raise ConfigError(str(error)) from None
+    log.info("inputs: %s, resize_size %s (from %s)", preprocessing, resize_size, weights or "random weights")
     return model.eval(), eval_transform(model.image_size, resize_size=resize_size, **preprocessing)
 
 
