@@ -261,6 +261,8 @@ def validate(cfg: DictConfig) -> None:
         _check(_number(accumulate, 1), "trainer.accumulate_grad_batches", accumulate, "an integer >= 1")
         clip = trainer.get("gradient_clip_val")
         _check(clip is None or _number(clip, 0), "trainer.gradient_clip_val", clip, ">= 0 or null")
+    if cfg.get("global_batch_size") is not None:
+        _check_global_batch(cfg)
 
 
 def _number(value: Any, minimum: float) -> bool:
@@ -319,6 +321,36 @@ def weights_errors_as_user_errors(pretrained: str | None) -> Iterator[None]:
 
 # ----------------------------------------------------------------------------------------------
 # The trainer and the printed config
+
+
+def gradient_accumulation(global_batch_size: int, batch_size: int, devices: Any, num_nodes: int) -> int:
+    """``${grad_accumulation:...}``: the ``trainer.accumulate_grad_batches`` that makes steps of
+    ``batch_size`` images per device add up to ``global_batch_size`` (Table 3's 4096), so a recipe
+    states the batch once. Impossible combinations are reported by ``validate``."""
+    per_step = batch_size * (devices if isinstance(devices, int) else 1) * num_nodes
+    return max(1, global_batch_size // per_step)
+
+
+OmegaConf.register_new_resolver("grad_accumulation", gradient_accumulation, replace=True)
+
+
+def _check_global_batch(cfg: DictConfig) -> None:
+    trainer, batch_size = cfg.trainer, cfg.data.batch_size
+    _check(
+        isinstance(trainer.devices, int),
+        "trainer.devices",
+        trainer.devices,
+        f"a number of devices when global_batch_size={cfg.global_batch_size} is reached by accumulation",
+    )
+    per_step = batch_size * trainer.devices * trainer.num_nodes
+    if trainer.accumulate_grad_batches * per_step != cfg.global_batch_size:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} is not data.batch_size={batch_size} x "
+            f"{trainer.devices * trainer.num_nodes} device(s) x trainer.accumulate_grad_batches="
+            f"{trainer.accumulate_grad_batches}: choose a data.batch_size that divides "
+            f"{cfg.global_batch_size // (trainer.devices * trainer.num_nodes)}, and leave "
+            "trainer.accumulate_grad_batches to the recipe."
+        )
 
 
 def resolve_precision(precision: Any, accelerator: str = "auto") -> Any:

@@ -1,21 +1,24 @@
 """Parameter groups and schedules follow the paper's optimisation recipe."""
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
 
 from vitlab.models import create_model
+from vitlab.training.module import ViTClassifier
 from vitlab.training.optim import parameter_groups, warmup_then_decay
+
+
+def group_names(model: torch.nn.Module, groups: list[dict]) -> list[set[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{names[id(p)] for p in group["params"]} for group in groups]
 
 
 def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
     model = create_model("vit_ti16", image_size=32, patch_size=8, num_classes=3, depth=2)
-    decay, no_decay = parameter_groups(model, weight_decay=0.1)
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    names = {id(p): n for n, p in model.named_parameters()}
-    no_decay_names = {names[id(p)] for p in no_decay["params"]}
-    decay_names = {names[id(p)] for p in decay["params"]}
+    decay_names, no_decay_names = group_names(model, parameter_groups(model))
     assert {
         "class_token",
         "position_embedding",
@@ -27,11 +30,59 @@ def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
     assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))
 
 
+def test_the_no_decay_group_is_what_the_model_declares_stem_included():
+    model = create_model("r50_vit_b16", image_size=32, depth=1, dim=64, heads=2, mlp_dim=128)
+    decay_names, no_decay_names = group_names(model, parameter_groups(model))
+    assert no_decay_names == model.no_weight_decay()
+    assert {"stem.root.norm.weight", "stem.stages.2.blocks.8.norm3.bias"} <= no_decay_names
+    assert {"stem.root.conv.weight", "stem.stages.0.blocks.0.downsample.conv.weight"} <= decay_names
+
+
+class Declares(torch.nn.Module):
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.scale = torch.nn.Parameter(torch.ones(2, 2))
+        self.names = names
+
+    def no_weight_decay(self) -> set[str]:
+        return self.names
+
+
+def test_parameter_groups_follow_any_models_declaration_not_parameter_names():
+    model = Declares({"scale"})
+    assert group_names(model, parameter_groups(model)) == [{"linear.weight", "linear.bias"}, {"scale"}]
+    with pytest.raises(ValueError, match=r"no_weight_decay\(\) names \['scael'\], which are not parameters"):
+        parameter_groups(Declares({"scael"}))
+
+
+OPTIMIZERS = {
+    "partial with weight_decay": (partial(torch.optim.Adam, lr=1e-3, weight_decay=0.1), 0.1),
+    "plain function, AdamW's default decay": (lambda groups: torch.optim.AdamW(groups, lr=1e-3), 0.01),
+    "SGD without decay": (partial(torch.optim.SGD, lr=0.1), 0.0),
+}
+
+
+@pytest.mark.parametrize("case", OPTIMIZERS)
+def test_the_decay_group_takes_the_optimizers_own_weight_decay(case):
+    factory, expected = OPTIMIZERS[case]
+    module = ViTClassifier(
+        "vit_ti16",
+        num_classes=3,
+        model_options={"image_size": 32, "patch_size": 8, "depth": 1},
+        optimizer=factory,
+    )
+    decay, no_decay = module.configure_optimizers().param_groups
+    assert decay["weight_decay"] == pytest.approx(expected)
+    assert no_decay["weight_decay"] == 0.0
+    assert group_names(module.model, [no_decay])[0] == module.model.no_weight_decay()
+
+
 def test_frozen_parameters_are_left_out_of_the_groups():
     model = create_model("vit_ti16", image_size=32, patch_size=8, num_classes=3, depth=1)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith("head.")
-    groups = parameter_groups(model, weight_decay=0.1)
+    groups = parameter_groups(model)
     assert sum(len(g["params"]) for g in groups) == 2
 
 

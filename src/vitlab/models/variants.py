@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import Tensor
 
-from vitlab.models.hybrid import ResNetStem
+from vitlab.models.hybrid import BiTResNet, reject_torchvision_stem
 from vitlab.models.vit import VisionTransformer
 from vitlab.models.weights import BackboneMismatch, classifier_options, load_pretrained
 
@@ -45,7 +45,11 @@ VARIANTS: dict[str, tuple[str, int]] = {
     "vit_l32": ("l", 32),
     "vit_h14": ("h", 14),
 }
-HYBRIDS: dict[str, str] = {"r50_vit_b16": "b"}  # ResNet-50 stem (stride 16) + ViT-B on 1x1 patches
+# Hybrids (section 4.1): a BiT ResNet-50's feature map as 1x1 patches; (size, ResNet stage depths).
+HYBRIDS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "r50_vit_b16": ("b", (3, 4, 9)),  # stage 4's 3 blocks moved into stage 3: stride 16
+    "r50_vit_l32": ("l", (3, 4, 6, 3)),  # all four stages: stride 32
+}
 
 _NAME = re.compile(r"^vit_(ti|s|b|l|h)(\d+)$")
 
@@ -57,7 +61,8 @@ def available_models() -> list[str]:
 def resolve_variant(name: str) -> tuple[ModelSize, int, bool]:
     """``name`` -> (size row, patch size in pixels, is hybrid); a clear error for unknown names."""
     if name in HYBRIDS:
-        return MODEL_SIZES[HYBRIDS[name]], 16, True
+        size, stages = HYBRIDS[name]
+        return MODEL_SIZES[size], 4 * 2 ** (len(stages) - 1), True  # the ResNet's stride
     if name in VARIANTS:
         size, patch = VARIANTS[name]
         return MODEL_SIZES[size], patch, False
@@ -81,13 +86,14 @@ def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
         )
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if hybrid:
-        if kwargs["patch_size"] % ResNetStem.stride:
+        stem = BiTResNet(HYBRIDS[name][1], in_channels=kwargs.get("in_channels", 3))
+        if kwargs["patch_size"] % stem.stride:
             raise ValueError(
                 f"{name}: patch_size={kwargs['patch_size']} must be a multiple of the ResNet stem's "
-                f"stride {ResNetStem.stride}."
+                f"stride {stem.stride}."
             )
-        kwargs["patch_size"] //= ResNetStem.stride  # patches of the stem's feature map
-        kwargs["stem"] = ResNetStem(in_channels=kwargs.get("in_channels", 3))
+        kwargs["patch_size"] //= stem.stride  # patches of the stem's feature map
+        kwargs["stem"] = stem
     return kwargs
 
 
@@ -122,6 +128,7 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
         try:
             load_pretrained(model, pretrained)
         except BackboneMismatch as error:
+            reject_torchvision_stem(error.checkpoint, str(pretrained))
             raise ValueError(
                 f"{error} The checkpoint looks like {fitting_variant(error.checkpoint)}: build that "
                 f"variant (image size and class count may differ; they are adapted)."
@@ -140,17 +147,18 @@ def fitting_variant(checkpoint: Mapping[str, Tensor]) -> str:
     except (KeyError, IndexError):
         return "a model this checkpoint was saved from"
     depth = len({key.split(".")[1] for key in checkpoint if key.startswith("blocks.")})
-    hybrid = any(key.startswith("stem.") for key in checkpoint)
-    stride = ResNetStem.stride if hybrid else 1
+    num_stages = len({key.split(".")[2] for key in checkpoint if key.startswith("stem.stages.")})
+    hybrid = next((n for n, (_, stages) in HYBRIDS.items() if len(stages) == num_stages), None)
+    stride = 4 * 2 ** (num_stages - 1) if hybrid else 1
     size = next(
         (s for s, row in MODEL_SIZES.items() if (row.depth, row.dim, row.mlp_dim) == (depth, dim, mlp_dim)),
         None,
     )
     if hybrid:
-        name, options = next(iter(HYBRIDS)), [] if patch == 1 else [f"patch_size={patch * stride}"]
+        name, options = hybrid, [] if patch == 1 else [f"patch_size={patch * stride}"]
     else:
         name, options = f"vit_{size or 'b'}{patch}", []
-    if size is None or (hybrid and HYBRIDS[name] != size):
+    if size is None or (hybrid and HYBRIDS[name][0] != size):
         options += [f"depth={depth}", f"dim={dim}", f"mlp_dim={mlp_dim}"]
     options += [f"image_size={grid * patch * stride}", *classifier_options(checkpoint)]
     return f"create_model({name!r}, {', '.join(options)})"

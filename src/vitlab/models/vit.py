@@ -244,6 +244,14 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay (timm's ``no_weight_decay()`` convention, read by the
+        optimizer's parameter groups): the position embeddings, the class token and every 1-D
+        parameter (biases and the LayerNorm and stem GroupNorm scales and shifts), as torchvision's
+        and timm's recipes exclude them."""
+        vectors = {name for name, parameter in self.named_parameters() if parameter.ndim <= 1}
+        return {"position_embedding", "class_token", *vectors}
+
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.image_size,) * 2:
             raise ValueError(

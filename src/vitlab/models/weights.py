@@ -70,6 +70,8 @@ _TIMM_NAMES = (
     ("patch_embed.proj", "patch_embedding.projection"),
     ("blocks.{i}.attn", "blocks.{i}.attention"),
     ("pre_logits.fc", "pre_logits.0"),  # timm < 0.9's representation layer; timm 1.0 has none
+    ("patch_embed.backbone.stem", "stem.root"),  # the hybrids' ResNet (models/hybrid.py)
+    ("patch_embed.backbone.stages", "stem.stages"),
 )
 
 
@@ -165,7 +167,37 @@ def from_jax_npz(arrays: Mapping[str, np.ndarray]) -> StateDict:
         converted |= layer_norm(f"{ours}norm2", f"{block}LayerNorm_2")
         converted |= linear(f"{ours}mlp.fc1", f"{block}MlpBlock_3/Dense_0")
         converted |= linear(f"{ours}mlp.fc2", f"{block}MlpBlock_3/Dense_1")
+    if prefix + "conv_root/kernel" in arrays:
+        converted |= _hybrid_stem_from_jax(get, [name.removeprefix(prefix) for name in arrays])
     return {key: value for key, value in converted.items() if value is not None}
+
+
+def _hybrid_stem_from_jax(get: Callable[[str], Tensor | None], names: list[str]) -> dict[str, Tensor | None]:
+    """The hybrids' BiT ResNet in R50+ViT-B_16.npz: ``conv_root``/``gn_root`` and
+    ``block{stage}/unit{unit}/{conv,gn}{1,2,3,_proj}``, 1-based; HWIO kernels, GroupNorm vectors."""
+
+    def conv(ours: str, theirs: str) -> dict[str, Tensor | None]:
+        kernel = get(f"{theirs}/kernel")
+        return {f"{ours}.weight": None if kernel is None else kernel.permute(3, 2, 0, 1)}
+
+    def group_norm(ours: str, theirs: str) -> dict[str, Tensor | None]:
+        scale, bias = get(f"{theirs}/scale"), get(f"{theirs}/bias")
+        return {
+            f"{ours}.weight": None if scale is None else scale.flatten(),
+            f"{ours}.bias": None if bias is None else bias.flatten(),
+        }
+
+    converted = conv("stem.root.conv", "conv_root") | group_norm("stem.root.norm", "gn_root")
+    units = {(int(m[1]), int(m[2])) for m in map(re.compile(r"block(\d+)/unit(\d+)/").match, names) if m}
+    for stage, unit in sorted(units):
+        theirs, ours = f"block{stage}/unit{unit}/", f"stem.stages.{stage - 1}.blocks.{unit - 1}."
+        for r in ("1", "2", "3"):
+            converted |= conv(ours + "conv" + r, theirs + "conv" + r)
+            converted |= group_norm(ours + "norm" + r, theirs + "gn" + r)
+        if f"{theirs}conv_proj/kernel" in names:
+            converted |= conv(f"{ours}downsample.conv", f"{theirs}conv_proj")
+            converted |= group_norm(f"{ours}downsample.norm", f"{theirs}gn_proj")
+    return converted
 
 
 def resize_position_embedding(

@@ -41,7 +41,8 @@ class ViTClassifier(L.LightningModule):
     """Cross-entropy training of a ``create_model`` ViT with torchmetrics for validation and test.
 
     ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_`` objects): the optimizer takes
-    parameter groups (no weight decay on biases, norms, position embeddings and the class token), the
+    parameter groups (its own weight decay, except on the parameters the model's ``no_weight_decay()``
+    names: biases, norms, position embeddings and the class token), the
     scheduler takes the optimizer and ``total_steps``, the real number of optimizer steps of the run.
     ``preprocessing`` (mean, std, resize_size) travels in the checkpoint so that evaluation and
     prediction prepare images exactly as training did; ``data_config`` (the training run's data
@@ -148,8 +149,7 @@ class ViTClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("ViTClassifier was built without an optimizer: pass optimizer=... to train it.")
-        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(parameter_groups(self.model, weight_decay))
+        optimizer = self.optimizer_factory(parameter_groups(self.model))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Literal, Protocol
 
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-
-# Parameters whose names end like this never get weight decay: biases, LayerNorm scales and shifts,
-# the position embeddings and the class token (as in the reference code and torchvision's recipe).
-NO_DECAY_SUFFIXES = ("bias", "position_embedding", "class_token")
 
 # The shape of the decay after warmup, from 1 at progress 0 to 0 at progress 1 (constant stays 1).
 DECAYS: dict[str, Callable[[float], float]] = {
@@ -22,22 +18,30 @@ DECAYS: dict[str, Callable[[float], float]] = {
 }
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters into a decayed group (weight matrices and kernels) and the rest."""
-    decay, no_decay = [], []
-    norm_parameters = {
-        id(p) for m in model.modules() if isinstance(m, nn.LayerNorm | nn.BatchNorm2d) for p in m.parameters()
-    }
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if name.endswith(NO_DECAY_SUFFIXES) or id(parameter) in norm_parameters:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
+class DeclaresNoWeightDecay(Protocol):
+    """A model that names its parameters that take no weight decay (timm's convention)."""
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]: ...
+
+    def no_weight_decay(self) -> set[str]: ...
+
+
+def parameter_groups(model: DeclaresNoWeightDecay) -> list[dict]:
+    """Trainable parameters in two groups: the first takes the optimizer's own ``weight_decay``
+    (however the optimizer was built), the second, the parameters ``model.no_weight_decay()`` names,
+    none. Frozen parameters are left out."""
+    no_decay_names = set(model.no_weight_decay())
+    parameters = dict(model.named_parameters())
+    unknown = no_decay_names - parameters.keys()
+    if unknown:
+        raise ValueError(
+            f"no_weight_decay() names {sorted(unknown)}, which are not parameters of the model: "
+            f"name parameters as named_parameters() does (e.g. {next(iter(parameters))!r})."
+        )
+    trainable = {name: p for name, p in parameters.items() if p.requires_grad}
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for name, p in trainable.items() if name not in no_decay_names]},
+        {"params": [p for name, p in trainable.items() if name in no_decay_names], "weight_decay": 0.0},
     ]
 
 
