@@ -100,6 +100,9 @@ MODEL_OVERRIDES = {
     "dim",
     "mlp_dim",
     "heads",
+    "tokenizer",
+    "attention",
+    "position_embedding",
 }
 
 

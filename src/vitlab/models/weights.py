@@ -221,6 +221,7 @@ def _fetch_timm(model_name: str) -> StateDict:
 # (a key only that format has, its converter to vitlab names) for vitlab, torchvision and timm.
 _FORMATS: tuple[tuple[str, Callable[[Mapping[str, Tensor]], StateDict]], ...] = (
     ("position_embedding", dict),
+    ("blocks.0.attention.qkv.weight", dict),  # vitlab with fixed (unsaved) sin-cos position embeddings
     ("encoder.pos_embedding", from_torchvision),
     ("pos_embed", from_timm),
 )

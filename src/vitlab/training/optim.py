@@ -11,8 +11,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 # Parameters whose names end like this never get weight decay: biases, LayerNorm scales and shifts,
-# the position embeddings and the class token (as in the reference code and torchvision's recipe).
-NO_DECAY_SUFFIXES = ("bias", "position_embedding", "class_token")
+# the position embeddings and the class token (as in the reference code and torchvision's recipe),
+# and LSA's temperature (decay would pull it to 1, far below its start at sqrt(head_dim)).
+NO_DECAY_SUFFIXES = ("bias", "position_embedding", "class_token", "log_temperature")
 
 # The shape of the decay after warmup, from 1 at progress 0 to 0 at progress 1 (constant stays 1).
 DECAYS: dict[str, Callable[[float], float]] = {
