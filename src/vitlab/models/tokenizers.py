@@ -11,6 +11,7 @@ Both turn ``[B, C, H, W]`` into ``[B, N, D]`` with ``N = (H / patch_size)^2``, l
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -44,7 +45,7 @@ class ConvTokenizer(nn.Module):
         self.num_patches = self.grid_size**2
         widths = [in_channels] + [hidden_channels] * (stages - 1) + [dim]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths, widths[1:], strict=False):
+        for c_in, c_out in itertools.pairwise(widths):
             layers += [
                 nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
                 nn.ReLU(inplace=True),
@@ -72,7 +73,9 @@ class ShiftedPatchTokenizer(nn.Module):
         super().__init__()
         _check_grid(image_size, patch_size)
         if patch_size < 2:
-            raise ValueError(f"tokenizer=shifted shifts by half a patch: patch_size={patch_size} must be >= 2.")
+            raise ValueError(
+                f"tokenizer=shifted shifts by half a patch: patch_size={patch_size} must be >= 2."
+            )
         self.patch_size = patch_size
         self.shift = patch_size // 2
         self.grid_size = image_size // patch_size
