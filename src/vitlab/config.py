@@ -88,6 +88,17 @@ def validate(cfg: DictConfig) -> None:
     _check(
         cfg.get("test_ckpt", "best") in ("best", "last"), "test_ckpt", cfg.get("test_ckpt"), "best or last"
     )
+    task = cfg.get("task") or {}
+    if task.get("name") == "mpp":
+        for key in ("corrupt_fraction", "mask_probability", "random_probability"):
+            _check(0 <= task[key] <= 1, f"task.{key}", task[key], "a value in [0, 1]")
+        _check(
+            task.mask_probability + task.random_probability <= 1,
+            "task.random_probability",
+            task.random_probability,
+            f"at most 1 - task.mask_probability = {1 - task.mask_probability}",
+        )
+        _check(1 <= task.colour_bits <= 8, "task.colour_bits", task.colour_bits, "1..8 bits per channel")
     data = cfg.data
     _check(data.batch_size > 0, "data.batch_size", data.batch_size, "a positive integer")
     if "val_fraction" in data:

@@ -29,6 +29,7 @@ from vitlab.config import (
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.profile import variant_cost
 from vitlab.training.module import ViTClassifier
+from vitlab.training.mpp import MaskedPatchPrediction
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,26 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
-    return ViTClassifier(
+def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L.LightningModule:
+    """The LightningModule of ``cfg.task``: classification (default) or masked patch prediction."""
+    shared = dict(
         model_name=cfg.model.name,
-        num_classes=num_classes,
-        class_names=class_names,
         model_options=model_options(cfg.model),
         pretrained=cfg.model.pretrained,
-        freeze_backbone=cfg.model.freeze_backbone,
-        label_smoothing=cfg.label_smoothing,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
+    )
+    task = cfg.get("task") or {"name": "classify"}
+    if task["name"] == "mpp":
+        options = {key: value for key, value in task.items() if key != "name"}
+        return MaskedPatchPrediction(**shared, **options)
+    return ViTClassifier(
+        **shared,
+        num_classes=num_classes,
+        class_names=class_names,
+        freeze_backbone=cfg.model.freeze_backbone,
+        label_smoothing=cfg.label_smoothing,
     )
 
 
@@ -137,6 +146,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
             )
     finally:
         finish_wandb()
+    confusion = getattr(module, "confusion", {})  # classification only
     params, macs = variant_cost(
         cfg.model.name, num_classes=datamodule.num_classes, **model_options(cfg.model)
     )
@@ -152,7 +162,7 @@ def train(cfg: DictConfig, callbacks: list[Callback] | None = None) -> dict[str,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "metrics": metrics,
-        "test_confusion_matrix": module.confusion["test"].tolist() if "test" in module.confusion else None,
+        "test_confusion_matrix": confusion["test"].tolist() if "test" in confusion else None,
     }
     if trainer.is_global_zero:
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
