@@ -45,3 +45,18 @@ def test_mpp_pretraining_never_validates_or_tests_and_fits_v2s_backbone(compose_
     shape = ("name", "image_size", "patch_size", "depth", "tokenizer", "attention", "position_embedding")
     assert all(pretrain.model[key] == v2.model[key] for key in shape)
     validate(pretrain)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.tokenizer=convolutional"], "tokenizer='convolutional' is not supported"),
+        (["model.tokenizer=conv", "model.image_size=48", "model.patch_size=12"], "must be a power of 2"),
+        (["model.attention=local"], "attention='local' is not supported"),
+    ],
+)
+def test_bad_model_options_stop_the_run_naming_the_option(compose_config, overrides, message):
+    from vitlab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config(*overrides))
