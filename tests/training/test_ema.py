@@ -39,3 +39,6 @@ def test_ema_weights_are_what_the_checkpoint_holds_and_the_test_uses(compose_con
     assert torch.equal(checkpoint["current_model_state"][weight], record.steps[-1][weight])
     assert not torch.allclose(checkpoint["state_dict"][weight], record.steps[-1][weight])
     assert torch.equal(record.tested[weight], checkpoint["state_dict"][weight])
+    # The best checkpoint holds the average too (weights-only checkpoints would hold the raw weights).
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
+    assert torch.equal(torch.load(best, weights_only=True)["state_dict"][weight], expected[weight])
