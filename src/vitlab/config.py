@@ -263,6 +263,17 @@ def validate(cfg: DictConfig) -> None:
         _check(clip is None or _number(clip, 0), "trainer.gradient_clip_val", clip, ">= 0 or null")
     if cfg.get("global_batch_size") is not None:
         _check_global_batch(cfg)
+    task = cfg.get("task") or {}
+    if task.get("name") == "mpp":
+        for key in ("corrupt_fraction", "mask_probability", "random_probability"):
+            _check(0 <= task[key] <= 1, f"task.{key}", task[key], "a value in [0, 1]")
+        _check(
+            task.mask_probability + task.random_probability <= 1,
+            "task.random_probability",
+            task.random_probability,
+            f"at most 1 - task.mask_probability = {1 - task.mask_probability}",
+        )
+        _check(1 <= task.colour_bits <= 8, "task.colour_bits", task.colour_bits, "1..8 bits per channel")
 
 
 def _number(value: Any, minimum: float) -> bool:

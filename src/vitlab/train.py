@@ -43,6 +43,7 @@ from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import resolve_preprocessing
 from vitlab.slurm import requeued_run
 from vitlab.training.module import ViTClassifier
+from vitlab.training.mpp import MaskedPatchPrediction
 
 log = logging.getLogger(__name__)
 
@@ -149,21 +150,30 @@ def resolve_data_preprocessing(cfg: DictConfig) -> None:
     )
 
 
-def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> ViTClassifier:
+def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L.LightningModule:
+    """The LightningModule of ``cfg.task``: classification (default) or masked patch prediction."""
+    shared = dict(
+        model_name=cfg.model.name,
+        model_options=model_options(cfg.model),
+        pretrained=cfg.model.get("pretrained_file") or cfg.model.pretrained,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
+    )
+    task = cfg.get("task") or {"name": "classify"}
     with weights_errors_as_user_errors(cfg.model.pretrained):
-        module = ViTClassifier(
-            model_name=cfg.model.name,
-            num_classes=num_classes,
-            class_names=class_names,
-            model_options=model_options(cfg.model),
-            pretrained=cfg.model.get("pretrained_file") or cfg.model.pretrained,
-            freeze_backbone=cfg.model.freeze_backbone,
-            label_smoothing=cfg.label_smoothing,
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
-            data_config=_data_config(cfg),
-        )
+        if task["name"] == "mpp":
+            options = {key: value for key, value in task.items() if key != "name"}
+            module: L.LightningModule = MaskedPatchPrediction(**shared, **options)
+        else:
+            module = ViTClassifier(
+                **shared,
+                num_classes=num_classes,
+                class_names=class_names,
+                freeze_backbone=cfg.model.freeze_backbone,
+                label_smoothing=cfg.label_smoothing,
+                data_config=_data_config(cfg),
+            )
     # one image: the model summary counts its FLOPs (Lightning's default shows 0)
     size = cfg.model.image_size
     module.example_input_array = torch.zeros(1, 3, size, size)
@@ -273,6 +283,7 @@ def train(
         raise
     finally:
         finish_wandb()
+    confusion = getattr(module, "confusion", {})  # classification only
     params, macs = variant_cost(
         cfg.model.name, num_classes=datamodule.num_classes, **model_options(cfg.model)
     )
@@ -289,7 +300,7 @@ def train(
         "wall_time_s": round(time.perf_counter() - started, 2),
         "tested_checkpoint": tested,  # last (the final weights) or best (by validation accuracy)
         "metrics": metrics,
-        "test_confusion_matrix": module.confusion["test"].tolist() if "test" in module.confusion else None,
+        "test_confusion_matrix": confusion["test"].tolist() if "test" in confusion else None,
     }
     if trainer.is_global_zero:
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))

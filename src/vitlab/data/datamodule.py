@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from vitlab.data import transforms
 from vitlab.data.download import download_dataset, is_image_folder
 from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all, list_classes, list_samples
+from vitlab.data.samplers import RepeatedAugmentationSampler
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 
 Samples = list[tuple[Path, int]]
@@ -67,10 +68,17 @@ class ImageDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         pin_memory: bool | None = None,
         seed: int = 42,
+        repeated_augmentation: int = 1,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1.")
+        if repeated_augmentation < 1:
+            raise ValueError(
+                f"repeated_augmentation={repeated_augmentation}: must be >= 1 (copies of each image per "
+                "batch; 1 is off)."
+            )
+        self.repeated_augmentation = repeated_augmentation
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0, or null for one per CPU.")
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
@@ -124,7 +132,14 @@ class ImageDataModule(L.LightningDataModule):
             raise RuntimeError(f"no {split} dataset yet: call setup() before asking for its dataloader.")
         dataset = self.datasets[split]
         sampler = None
-        if split != "train" and self.trainer is not None and self.trainer.world_size > 1:
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if split == "train" and self.repeated_augmentation > 1:
+            # The run's seed (seed_everything sets the same one on every rank), as the default shuffle.
+            seed = torch.initial_seed() % 2**32
+            sampler = RepeatedAugmentationSampler(
+                dataset, self.repeated_augmentation, num_replicas=world_size, rank=rank, seed=seed
+            )
+        if split != "train" and world_size > 1:
             # Each evaluation image on exactly one rank: Lightning's default sampler would pad the
             # last ranks with repeated images, and they would be counted twice in the metrics.
             sampler = UnrepeatedDistributedSampler(
@@ -133,7 +148,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=split == "train",
+            shuffle=split == "train" and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -112,6 +112,9 @@ MODEL_OVERRIDES = {
     "dim",
     "mlp_dim",
     "heads",
+    "tokenizer",
+    "attention",
+    "position_embedding",
 }
 
 

@@ -4,6 +4,11 @@ Eq. 1  z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos         -> PatchEmbedding 
 Eq. 2  z'_l = MSA(LN(z_{l-1})) + z_{l-1}                       -> EncoderBlock (Attention)
 Eq. 3  z_l = MLP(LN(z'_l)) + z'_l                               -> EncoderBlock (MLP)
 Eq. 4  y = LN(z_L^0)                                             -> VisionTransformer.forward_features
+
+Options for training on small data, each off by default (the paper's model) and free when off:
+``tokenizer`` (patch | conv | shifted, see tokenizers.py), ``attention`` (standard | lsa: locality
+self-attention, Lee et al. 2021), ``position_embedding`` (learned | sincos2d, fixed) and ``pooling``
+(token | avg | seq: CCT's sequence pooling).
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Pooling = Literal["token", "avg"]
+from vitlab.models.posembed import sincos_2d
+from vitlab.models.tokenizers import ConvTokenizer, ShiftedPatchTokenizer
+
+Pooling = Literal["token", "avg", "seq"]
+Tokenizer = Literal["patch", "conv", "shifted"]
+AttentionKind = Literal["standard", "lsa"]
+PositionEmbedding = Literal["learned", "sincos2d"]
 
 
 def _lecun_normal_(weight: Tensor) -> None:
@@ -46,6 +57,11 @@ class PatchEmbedding(nn.Module):
         self.num_patches = self.grid_size**2
         self.projection = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        _lecun_normal_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.projection(x)  # [B, D, H/P, W/P]
         return x.flatten(2).transpose(1, 2)  # [B, N, D]
@@ -53,14 +69,23 @@ class PatchEmbedding(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention (MSA). The fused SDPA kernel is the default path;
-    ``attention_probabilities`` keeps the explicit softmax(q k^T / sqrt(d)) for inspection."""
+    ``attention_probabilities`` keeps the explicit softmax(q k^T / sqrt(d)) for inspection.
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float = 0.0, dropout: float = 0.0) -> None:
+    ``locality=True`` is LSA (Lee et al. 2021): a learnable temperature in place of sqrt(d) (started
+    there) and no token attends to itself (the diagonal is masked), which sharpens attention on other
+    tokens where data is too scarce to learn that.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, attn_dropout: float = 0.0, dropout: float = 0.0, locality: bool = False
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim={dim} is not divisible by heads={heads}: choose heads that divide {dim}.")
         self.heads = heads
         self.head_dim = dim // heads
+        # log of the temperature tau, so that it stays positive; tau starts at sqrt(head_dim).
+        self.log_temperature = nn.Parameter(torch.tensor(0.5 * math.log(self.head_dim))) if locality else None
         self.attn_dropout = attn_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -75,15 +100,30 @@ class Attention(nn.Module):
         x = x.transpose(1, 2).flatten(2)  # [B, N+1, D]
         return self.proj_dropout(self.proj(x))
 
+    def _locality(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """LSA: queries divided by the learned temperature, and the mask that lets no token see itself."""
+        assert self.log_temperature is not None
+        tokens = q.shape[-2]
+        not_self = ~torch.eye(tokens, dtype=torch.bool, device=q.device)  # True: may attend
+        return q * (-self.log_temperature).exp(), not_self
+
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self._split_heads(x)
         dropout_p = self.attn_dropout if self.training else 0.0
-        return self._merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p))
+        if self.log_temperature is None:
+            return self._merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p))
+        q, mask = self._locality(q)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0)
+        return self._merge_heads(out)
 
     def attention_probabilities(self, x: Tensor) -> Tensor:
-        """softmax(q k^T / sqrt(d_head)): ``[B, heads, N+1, N+1]``, rows sum to 1 (no dropout)."""
+        """softmax(q k^T / sqrt(d_head)) (LSA: / tau, diagonal masked): ``[B, heads, N+1, N+1]``, rows
+        sum to 1 (no dropout)."""
         q, k, _ = self._split_heads(x)
-        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+        if self.log_temperature is None:
+            return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+        q, mask = self._locality(q)
+        return (q @ k.transpose(-2, -1)).masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
 class MLP(nn.Module):
@@ -129,10 +169,11 @@ class EncoderBlock(nn.Module):
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         drop_path: float = 0.0,
+        locality: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attention = Attention(dim, heads, attn_dropout=attn_dropout, dropout=dropout)
+        self.attention = Attention(dim, heads, attn_dropout=attn_dropout, dropout=dropout, locality=locality)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLP(dim, mlp_dim, dropout=dropout)
         self.drop_path = DropPath(drop_path)
@@ -171,10 +212,21 @@ class VisionTransformer(nn.Module):
         pooling: Pooling = "token",
         representation_size: int | None = None,
         stem: nn.Module | None = None,
+        tokenizer: Tokenizer = "patch",
+        attention: AttentionKind = "standard",
+        position_embedding: PositionEmbedding = "learned",
     ) -> None:
         super().__init__()
-        if pooling not in ("token", "avg"):
-            raise ValueError(f"pooling={pooling!r} is not supported: use 'token' or 'avg'.")
+        for option, value, allowed in (
+            ("pooling", pooling, ("token", "avg", "seq")),
+            ("tokenizer", tokenizer, ("patch", "conv", "shifted")),
+            ("attention", attention, ("standard", "lsa")),
+            ("position_embedding", position_embedding, ("learned", "sincos2d")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{option}={value!r} is not supported: use one of {', '.join(allowed)}.")
+        if stem is not None and tokenizer != "patch":
+            raise ValueError(f"tokenizer={tokenizer!r} cannot follow a hybrid stem: use tokenizer=patch.")
         for name, p in (("dropout", dropout), ("attn_dropout", attn_dropout), ("drop_path", drop_path)):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name}={p} must lie in [0, 1).")
@@ -193,7 +245,10 @@ class VisionTransformer(nn.Module):
                 f"image_size={image_size} is not divisible by the hybrid stem's stride {stem_stride}."
             )
         embed_channels = getattr(stem, "out_channels", in_channels)
-        self.patch_embedding = PatchEmbedding(image_size // stem_stride, patch_size, embed_channels, dim)
+        tokenizer_class = {"patch": PatchEmbedding, "conv": ConvTokenizer, "shifted": ShiftedPatchTokenizer}
+        self.patch_embedding = tokenizer_class[tokenizer](
+            image_size // stem_stride, patch_size, embed_channels, dim
+        )
         self.patch_size = patch_size * stem_stride  # effective patch size in image pixels
         if image_size % self.patch_size:
             raise ValueError(
@@ -201,13 +256,21 @@ class VisionTransformer(nn.Module):
             )
         num_tokens = self.patch_embedding.num_patches + 1
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.position_embedding = nn.Parameter(torch.empty(1, num_tokens, dim))
+        if position_embedding == "learned":
+            self.position_embedding = nn.Parameter(torch.empty(1, num_tokens, dim))
+        else:  # fixed: derived from the grid, so neither trained nor saved
+            grid = self.patch_embedding.grid_size
+            fixed = torch.cat([torch.zeros(1, dim), sincos_2d(grid, dim)])[None]  # class token: zeros
+            self.register_buffer("position_embedding", fixed, persistent=False)
         self.embedding_dropout = nn.Dropout(dropout)
         drop_rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule
+        locality = attention == "lsa"
         self.blocks = nn.ModuleList(
-            EncoderBlock(dim, heads, mlp_dim, dropout, attn_dropout, rate) for rate in drop_rates
+            EncoderBlock(dim, heads, mlp_dim, dropout, attn_dropout, rate, locality) for rate in drop_rates
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        # Sequence pooling (CCT): a linear scorer whose softmax over the tokens weights their mean.
+        self.pool_scorer = nn.Linear(dim, 1) if pooling == "seq" else None
         self.pre_logits = (
             nn.Sequential(nn.Linear(dim, representation_size), nn.Tanh())
             if representation_size
@@ -223,10 +286,10 @@ class VisionTransformer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        _lecun_normal_(self.patch_embedding.projection.weight)
-        nn.init.zeros_(self.patch_embedding.projection.bias)
+        self.patch_embedding.reset_parameters()
         nn.init.zeros_(self.class_token)
-        nn.init.normal_(self.position_embedding, std=0.02)
+        if isinstance(self.position_embedding, nn.Parameter):
+            nn.init.normal_(self.position_embedding, std=0.02)
         for block in self.blocks:
             qkv = block.attention.qkv
             bound = math.sqrt(6.0 / (qkv.in_features + qkv.out_features // 3))
@@ -243,6 +306,9 @@ class VisionTransformer(nn.Module):
         if isinstance(self.head, nn.Linear):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        if self.pool_scorer is not None:
+            nn.init.trunc_normal_(self.pool_scorer.weight, std=0.02)  # as CCT
+            nn.init.zeros_(self.pool_scorer.bias)
 
     def no_weight_decay(self) -> set[str]:
         """Parameters that take no weight decay (timm's ``no_weight_decay()`` convention, read by the
@@ -261,26 +327,47 @@ class VisionTransformer(nn.Module):
                 f"are resized when loading weights)."
             )
 
-    def embed(self, x: Tensor) -> Tensor:
-        """Eq. 1: patch embeddings with the class token prepended, plus position embeddings."""
+    def patch_tokens(self, x: Tensor) -> Tensor:
+        """The x_p E of eq. 1: one embedding per patch, ``[B, N, D]`` (what masked patch prediction
+        corrupts)."""
         self._check_input(x)
         if self.stem is not None:
             x = self.stem(x)
-        patches = self.patch_embedding(x)  # [B, N, D]
+        return self.patch_embedding(x)
+
+    def add_class_and_position(self, patches: Tensor) -> Tensor:
+        """The rest of eq. 1: the class token prepended, position embeddings added: ``[B, N+1, D]``."""
         class_token = self.class_token.expand(patches.shape[0], -1, -1)  # [B, 1, D]
         z = torch.cat([class_token, patches], dim=1) + self.position_embedding  # [B, N+1, D]
         return self.embedding_dropout(z)
 
-    def encode(self, x: Tensor) -> Tensor:
-        """All tokens after the encoder and its final LayerNorm: ``[B, N+1, D]``."""
-        z = self.embed(x)
+    def embed(self, x: Tensor) -> Tensor:
+        """Eq. 1: patch embeddings with the class token prepended, plus position embeddings."""
+        return self.add_class_and_position(self.patch_tokens(x))
+
+    def encoder(self, z: Tensor) -> Tensor:
+        """Eqs. 2-3 over embedded tokens, then the final LayerNorm: ``[B, N+1, D]``."""
         for block in self.blocks:
             z = block(z)
         return self.norm(z)
 
+    def encode(self, x: Tensor) -> Tensor:
+        """All tokens after the encoder and its final LayerNorm: ``[B, N+1, D]``."""
+        return self.encoder(self.embed(x))
+
+    def pooling_weights(self, tokens: Tensor) -> Tensor:
+        """Sequence pooling's weights over the patch tokens, ``[B, N]``, summing to 1 per image."""
+        assert self.pool_scorer is not None, "pooling_weights needs pooling='seq'"
+        return self.pool_scorer(tokens[:, 1:]).squeeze(-1).softmax(dim=-1)
+
     def pool(self, tokens: Tensor) -> Tensor:
-        """Eq. 4 takes the class token's output; ``avg`` averages the patch tokens instead."""
-        return tokens[:, 0] if self.pooling == "token" else tokens[:, 1:].mean(dim=1)
+        """Eq. 4 takes the class token's output; ``avg`` averages the patch tokens instead and ``seq``
+        weights them by a learned score (CCT)."""
+        if self.pooling == "token":
+            return tokens[:, 0]
+        if self.pooling == "avg":
+            return tokens[:, 1:].mean(dim=1)
+        return torch.einsum("bn,bnd->bd", self.pooling_weights(tokens), tokens[:, 1:])
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The backbone: images ``[B, C, H, W]`` -> image representation ``y`` ``[B, D]``."""

@@ -277,6 +277,7 @@ def _fetch_timm(model_name: str) -> StateDict:
 # (a key only that format has, its converter to vitlab names) for vitlab, torchvision and timm.
 _FORMATS: tuple[tuple[str, str, Callable[[Mapping[str, Tensor]], StateDict]], ...] = (
     ("vitlab", "position_embedding", dict),
+    ("vitlab", "blocks.0.attention.qkv.weight", dict),  # fixed (unsaved) sin-cos position embeddings
     ("torchvision", "encoder.pos_embedding", from_torchvision),
     ("timm", "pos_embed", from_timm),
 )

@@ -163,9 +163,16 @@ class WandbReports(L.Callback):
             images, labels = batch
             self._samples = (images[: self.num_samples].detach().cpu(), labels[: self.num_samples].cpu())
 
+    @staticmethod
+    def _is_classifier(pl_module: L.LightningModule) -> bool:
+        """Reports are about classes: other tasks (task=mpp) have none to report."""
+        return hasattr(pl_module, "class_names")
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = self._wandb(trainer)
         if logger is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if not self._is_classifier(pl_module):
             return
         import wandb
 
@@ -183,6 +190,8 @@ class WandbReports(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = self._wandb(trainer)
         if logger is None or self._samples is None or not trainer.is_global_zero:
+            return
+        if not self._is_classifier(pl_module):
             return
         import wandb
 

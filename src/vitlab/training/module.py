@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MetricCollection
@@ -147,12 +147,23 @@ class ViTClassifier(L.LightningModule):
         return self(images).softmax(dim=-1)
 
     def configure_optimizers(self) -> Any:
-        if self.optimizer_factory is None:
-            raise ValueError("ViTClassifier was built without an optimizer: pass optimizer=... to train it.")
-        optimizer = self.optimizer_factory(parameter_groups(self.model))
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory, self.model)
+
+
+def configure_optimization(
+    module: L.LightningModule,
+    optimizer_factory: OptimizerFactory | None,
+    scheduler_factory: SchedulerFactory | None,
+    trained: nn.Module | None = None,
+) -> Any:
+    """``configure_optimizers`` of every task: the optimizer over ``trained``'s (default: the whole
+    module's) parameter groups, the scheduler stepped per optimizer step over the run's real length."""
+    if optimizer_factory is None:
+        raise ValueError(
+            f"{type(module).__name__} was built without an optimizer: pass optimizer=... to train it."
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    optimizer = optimizer_factory(parameter_groups(trained or module))
+    if scheduler_factory is None:
+        return optimizer
+    scheduler = scheduler_factory(optimizer, total_steps=int(module.trainer.estimated_stepping_batches))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
