@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from torch.utils.data import DataLoader
 
 from vitlab.bench import StepSpec, interleaved, time_steps
-from vitlab.config import CONFIG_DIR
+from vitlab.config import initialize_configs
 from vitlab.data import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
 from vitlab.data.transforms import TRAIN_PRESETS
 from vitlab.tables import markdown_table
@@ -38,7 +38,7 @@ COLUMNS = ["what", "images/s", "x model", "notes"]
 
 def default_data_root() -> Path:
     """FoodVision Mini's folder as ``train.py`` finds it (``data=foodvision_mini``, ``paths.data_dir``)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_configs():
         return Path(compose("train", overrides=["data=foodvision_mini"]).data.root)
 
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vitlab.backbone import load_backbone, resolve_device
-from vitlab.config import CONFIG_DIR, ConfigError, user_errors_as_messages
+from vitlab.config import CONFIG_PATH, ConfigError, run_command, user_errors_as_messages
 from vitlab.data import load_image
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.predict import image_files
@@ -110,10 +110,15 @@ def analyze(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="analyze")
-def main(cfg: DictConfig) -> None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="analyze")
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         analyze(cfg)
+
+
+def main() -> None:
+    """``vitlab-analyze``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from vitlab.config import CONFIG_DIR, ConfigError
+from vitlab.config import ConfigError, initialize_configs
 from vitlab.models import create_model
 from vitlab.train import build_module, train
 
@@ -297,7 +297,7 @@ class EpochTimer(L.Callback):
 
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     """The config ``python train.py <overrides>`` runs, writing into ``output_dir``, without testing."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    with initialize_configs():
         try:
             return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}", "test=false"])
         except (ConfigCompositionException, OverrideParseException) as error:

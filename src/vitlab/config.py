@@ -38,6 +38,19 @@ def config_path() -> str:
 CONFIG_PATH = config_path()
 
 
+@contextmanager
+def initialize_configs() -> Iterator[None]:
+    """Hydra's compose API over the config tree the entry points read (checkout or installed wheel)."""
+    from hydra import initialize_config_dir, initialize_config_module
+
+    if CONFIG_PATH.startswith("pkg://"):
+        with initialize_config_module(config_module=CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):
+            yield
+    else:
+        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+            yield
+
+
 class UserError(Exception):
     """A problem the user can fix (an option, a file, the network): one line, no traceback."""
 

@@ -27,7 +27,7 @@ from rich.table import Table
 from torch import Tensor
 
 from vitlab.backbone import load_backbone, resolve_device
-from vitlab.config import CONFIG_DIR, ConfigError, user_errors_as_messages
+from vitlab.config import CONFIG_PATH, ConfigError, run_command, user_errors_as_messages
 from vitlab.data import load_image
 from vitlab.data.folder import list_classes, list_samples
 from vitlab.data.transforms import Pipeline
@@ -236,10 +236,15 @@ def log_table(cfg: DictConfig, summary: dict[int, dict[str, float]]) -> None:
         finish_wandb()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="fewshot")
-def main(cfg: DictConfig) -> None:
-    with user_errors_as_messages():
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="fewshot")
+def hydra_main(cfg: DictConfig) -> None:
+    with user_errors_as_messages(cfg.paths.output_dir):
         fewshot(cfg)
+
+
+def main() -> None:
+    """``vitlab-fewshot``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":
