@@ -165,6 +165,11 @@ class StreamingDataModule(ImageDataModule):
         decode_on_device: bool = False,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("repeated_augmentation", 1) != 1:
+            raise ValueError(
+                f"repeated_augmentation={kwargs['repeated_augmentation']} is not supported when streaming "
+                "(litdata's loader samples each item once per epoch): use 1, or an image-folder dataset."
+            )
         super().__init__(**kwargs)
         self.input_dir = str(input_dir).rstrip("/")
         self.cache_dir, self.decode_on_device = cache_dir, decode_on_device
