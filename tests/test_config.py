@@ -35,7 +35,8 @@ def options(group: str) -> list[str]:
     + ["hparams_search=optuna"],
 )
 def test_every_group_option_composes_and_validates(compose_config, override):
-    cfg = compose_config(override, "data.root=/tmp/x" if "imagefolder" in override else "seed=1", tiny=False)
+    required = {"data=imagefolder": "data.root=/tmp/x", "data=streaming": "data.input_dir=/tmp/x"}
+    cfg = compose_config(override, required.get(override, "seed=1"), tiny=False)
     validate(cfg)
     assert cfg.model.image_size % cfg.model.patch_size == 0
 
