@@ -3,7 +3,8 @@ compares its models (on its own machine: EffNetB2 29 MB, 0.027 s per image; ViT-
 
     python scripts/deploy_latency.py --ckpt logs/train/runs/<time>/checkpoints/last.ckpt [--image a.jpg]
 
-- size: the weights-only state dict (``torch.save(model.state_dict())``), what an app would load;
+- size: the weights-only state dict (``torch.save(model.state_dict())``), what an app would load, in
+  MiB (the course's "MB" is bytes // 2**20);
 - forward: one image (batch 1) through the model in inference mode, with all cores of this machine
   (``--threads``), median of repeated runs (``torch.utils.benchmark``);
 - preprocessing: decoding ``--image`` and the checkpoint's own transform, timed separately.
@@ -91,11 +92,13 @@ def main() -> None:
         raise SystemExit(f"error: --image {args.image}: no such file. Pass an image file, or leave it out.")
     row = measure(args.ckpt, args.image, args.threads, args.min_run_time)
     pre = "-" if row["preprocessing_s"] is None else f"{row['preprocessing_s']:.4f}"
-    print("| model | params | state dict (MB) | forward, batch 1 (s) | preprocessing (s) |")
+    print(
+        '| model | params | state dict (MiB, the course\'s "MB") | forward, batch 1 (s) | preprocessing (s) |'
+    )
     print("|---|---:|---:|---:|---:|")
     print(
         f"| {row['model']} at {row['image_size']} px ({row['threads']} threads) | {row['params'] / 1e6:.1f} M "
-        f"| {row['state_dict_bytes'] / 1e6:.1f} | {row['forward_s']:.4f} | {pre} |"
+        f"| {row['state_dict_bytes'] / 2**20:.1f} | {row['forward_s']:.4f} | {pre} |"
     )
     for name, megabytes, seconds in COURSE:
         print(f"| {name} | - | {megabytes} | {seconds} (whole prediction, its machine) | - |")

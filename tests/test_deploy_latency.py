@@ -58,7 +58,7 @@ def test_reports_the_weights_size_and_forward_and_preprocessing_times(
     assert row["forward_s"] > 0 and row["preprocessing_s"] > 0 and row["threads"] == 1
     table = capsys.readouterr().out
     assert (
-        f"| {row['state_dict_bytes'] / 1e6:.1f} | {row['forward_s']:.4f} |" in table and "EffNetB2" in table
+        f"| {row['state_dict_bytes'] / 2**20:.1f} | {row['forward_s']:.4f} |" in table and "EffNetB2" in table
     )
 
 

@@ -12,6 +12,7 @@ import torch
 import torchvision
 from conftest import TINY_RUN
 
+from vitlab.data.transforms import resize_size_for
 from vitlab.eval import evaluate
 from vitlab.models.weights import to_torchvision
 from vitlab.predict import predict
@@ -78,15 +79,17 @@ def test_foodvision_finetune_experiment_loads_local_torchvision_weights(
         f"data.root={root}",
         "data.num_workers=0",
         "data.batch_size=2",
-        f"model.pretrained={weights}",
+        f"model.pretrained_file={weights}",
         "trainer.fast_dev_run=1",
         "logger=csv",
         tiny=False,
     )
-    assert (cfg.data.resize_size, cfg.model.image_size, cfg.model.freeze_backbone) == (256, 224, True)
+    assert (cfg.model.image_size, cfg.model.freeze_backbone) == (224, True)
     capture = CaptureModule()
     results = train(cfg, callbacks=[capture])
     assert results["global_step"] == 1
+    resize = resize_size_for(cfg.model.image_size, cfg.data.resize_size, cfg.data.crop_pct)
+    assert (resize, cfg.data.interpolation) == (256, "bilinear")  # the weights' own transform
     model = capture.module.model
     assert torch.equal(model.position_embedding.cpu(), reference.encoder.pos_embedding)
     assert model.head.out_features == 3

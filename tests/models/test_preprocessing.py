@@ -100,6 +100,8 @@ def test_a_named_source_with_its_file_takes_the_names_preprocessing(tmp_path, ti
     assert resolve_preprocessing(AUGREG, path) == resolve_preprocessing(AUGREG)
     with pytest.raises(ValueError, match=r"model.pretrained_file=.*names none"):
         resolve_preprocessing(None, path)
+    with pytest.raises(FileNotFoundError, match=r"model.pretrained_file=.*missing.pth: no such file"):
+        resolve_preprocessing(AUGREG, str(tmp_path / "missing.pth"))
 
 
 def test_what_the_user_sets_wins_over_the_weights():

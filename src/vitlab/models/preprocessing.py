@@ -10,6 +10,7 @@ size (resize = floor(image_size / crop_pct), as timm computes it), so 384-px fin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.models.weights import checkpoint_format, torchvision_weights
@@ -100,7 +101,8 @@ def resolve_preprocessing(
 
     ``pretrained`` names the weights (``model.pretrained``); ``pretrained_file`` is a local copy of a
     named source (``model.pretrained_file``), which leaves the preprocessing to the name. Raises
-    ``ValueError`` naming the options to fix when a file's preprocessing cannot be told.
+    ``ValueError`` naming the options to fix when a file's preprocessing cannot be told, and
+    ``FileNotFoundError`` for a missing file, before any data is prepared.
     """
     named = bool(pretrained) and pretrained.startswith(("timm:", "torchvision:"))
     if pretrained_file and not named:
@@ -108,6 +110,11 @@ def resolve_preprocessing(
             f"model.pretrained_file={pretrained_file} is a local copy of a named source, but "
             f"model.pretrained={pretrained} names none: set model.pretrained=timm:<name.tag> (or "
             f"torchvision:<ENUM>) with it, or load the file alone with model.pretrained={pretrained_file}."
+        )
+    if pretrained_file and not Path(pretrained_file).is_file():
+        raise FileNotFoundError(
+            f"model.pretrained_file={pretrained_file}: no such file. Give the path of a local copy of "
+            f"{pretrained}'s weights, or leave model.pretrained_file out to download them."
         )
     weights = source_preprocessing(pretrained) if pretrained else _FROM_SCRATCH
     if weights is None and (mean is None or std is None):
