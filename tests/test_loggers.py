@@ -12,17 +12,16 @@ from test_cli import wandb_records
 from vitlab.train import train
 
 
-def referenced_files(run_file: Path) -> list[Path]:
-    """The local files an offline run's records point to: artifact contents (a table's images and
-    JSON) by absolute path, saved media files relative to the run's ``files/``."""
-    found = []
+def referenced_files(run_file: Path) -> dict[str, Path]:
+    """The local files an offline run's records point to, by their name in the run: artifact
+    contents (a table's images and JSON) by absolute path, media files relative to ``files/``."""
+    found = {}
     for record in wandb_records(run_file):
         if record.HasField("artifact"):
-            found += [
-                Path(entry.local_path) for entry in record.artifact.manifest.contents if entry.local_path
-            ]
+            contents = record.artifact.manifest.contents
+            found |= {entry.path: Path(entry.local_path) for entry in contents if entry.local_path}
         if record.HasField("files"):
-            found += [run_file.parent / "files" / item.path for item in record.files.files]
+            found |= {item.path: run_file.parent / "files" / item.path for item in record.files.files}
     return found
 
 
