@@ -58,7 +58,7 @@ def wandb_records(run_file: Path):
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_with_ddp_and_count_each_test_image_once(tmp_path):
-    run_train(
+    result = run_train(
         tmp_path,
         "trainer.devices=2",
         "trainer.strategy=ddp",
@@ -75,6 +75,7 @@ def test_two_cpu_processes_train_with_ddp_and_count_each_test_image_once(tmp_pat
         "last.ckpt",
     ]
     assert len(list(tmp_path.rglob("results.json"))) == 1  # only rank 0 writes
+    assert result.stdout.count("output_dir: ") == 1  # the config tree printed once, not per process
 
 
 @pytest.mark.slow

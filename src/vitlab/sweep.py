@@ -102,15 +102,17 @@ def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[
     """One summary row from a job's results.json."""
     results = json.loads(results_file.read_text())
     try:
+        model = {"name": results["model"], "patch_size": results["patch_size"]}
+        params = results["params"]
         gmacs = results.get("gmacs") or forward_gmacs(
-            results["model"], results["image_size"], results["patch_size"]
+            model["name"], results["image_size"], model["patch_size"]
         )
         return make_row(
             results_file.parent.name,
-            {"name": results["model"], "patch_size": results["patch_size"]},
+            model,
             results.get("overrides", []),
             hidden_overrides,
-            (results["params"], gmacs),
+            (params, gmacs),
             results.get("metrics", {}),
             results.get("wall_time_s"),
         )
