@@ -29,7 +29,8 @@ def everyday_commands() -> list[list[str]]:
     """The commands of the README's first ``bash`` block under "## Everyday commands"."""
     section = README.read_text().split("## Everyday commands", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    lines = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    return [[os.path.expandvars(arg) for arg in args] for args in lines]  # as the shell would
 
 
 COMMANDS = everyday_commands()
