@@ -123,6 +123,7 @@ def test_summary_writes_tables_and_plots_next_to_the_jobs(fake_sweep):
     assert "| 10 | vit_ti16 | 4 | model.patch_size=4 | 5,000,004 |" in markdown[4]
     for name in ("accuracy_vs_params.png", "accuracy_vs_gmacs.png", "curves/0.png", "curves/2.png"):
         assert_png(fake_sweep / name)
+    assert_png(fake_sweep / "accuracy_vs_model.patch_size.png")  # the number the sweep varies
     assert not (fake_sweep / "curves" / "10.png").exists()  # no CSV log, no curves
 
 
@@ -218,7 +219,7 @@ def test_cli_needs_a_folder_or_a_wandb_group(monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_table1_script_trains_the_sweep_and_ends_with_its_summary(tmp_path):
-    """One real (tiny) job through scripts/sweep_table1.sh: train.py -m, the Hydra callback, the CLI."""
+    """One real (tiny) job through scripts/sweep_table1.sh: train.py -m and the Hydra callback."""
     env = {
         **os.environ,
         "WANDB_MODE": "offline",
@@ -248,10 +249,12 @@ def test_table1_script_trains_the_sweep_and_ends_with_its_summary(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
-    assert f"tables and plots: {sweep}" in result.stdout
+    assert str(sweep / "summary.md") in result.stdout + result.stderr
+    assert (sweep / "summary.md").read_text() in result.stdout  # printed once the sweep ends
     with open(sweep / "summary.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))
+    results = json.loads((sweep / "0" / "results.json").read_text())
     assert (row["model"], row["patch_size"]) == ("vit_ti16", "16")
-    assert 0 <= float(row["test_acc"]) <= 1
+    assert float(row["test_acc"]) == pytest.approx(results["metrics"]["test/acc"])
     for name in ("accuracy_vs_params.png", "accuracy_vs_gmacs.png", "curves/0.png"):
         assert_png(sweep / name)

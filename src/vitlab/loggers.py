@@ -67,6 +67,8 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
             options.save_dir,
         )
     Path(options.save_dir).mkdir(parents=True, exist_ok=True)
+    if mode == "offline":
+        _stage_media_in(Path(options.save_dir))
     logger = _without_anonymous(instantiate(options, **overrides, offline=mode == "offline", mode=mode))
     try:
         logger.experiment  # noqa: B018  start the run now, so a network failure is caught here
@@ -75,6 +77,7 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
 
         log.warning("W&B: could not start an online run (%s); logging offline instead.", error)
         wandb.finish()
+        _stage_media_in(Path(options.save_dir))
         logger = _without_anonymous(instantiate(options, **overrides, offline=True, mode="offline"))
         logger.experiment  # noqa: B018
     return logger
@@ -87,6 +90,19 @@ def _without_anonymous(logger: WandbLogger) -> WandbLogger:
     return logger
 
 
+_DATA_DIR = "WANDB_DATA_DIR"
+_user_data_dir: list[str | None] = []  # the value to restore when the run ends
+
+
+def _stage_media_in(save_dir: Path) -> None:
+    """Offline, wandb copies a table's images and files into its global staging folder
+    (``~/.local/share/wandb/artifacts/staging``) and the run's records point there; nothing ever
+    cleans it, and a copied run folder would lack its media. Staging inside the run's own folder
+    keeps the run self-contained and the global folder from growing."""
+    _user_data_dir.append(os.environ.get(_DATA_DIR))
+    os.environ[_DATA_DIR] = str(save_dir.resolve() / "wandb" / "media-staging")
+
+
 def finish_wandb() -> None:
     """End the W&B run so the next job of a multirun starts its own (a known Hydra + W&B pitfall)."""
     if "wandb" in sys.modules:
@@ -94,3 +110,9 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+    while _user_data_dir:
+        previous = _user_data_dir.pop()
+        if previous is None:
+            os.environ.pop(_DATA_DIR, None)
+        else:
+            os.environ[_DATA_DIR] = previous

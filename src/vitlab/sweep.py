@@ -2,8 +2,8 @@
 
 Runs come from a Hydra multirun folder (each job's ``results.json`` and CSV log) or from a W&B
 project's group (train.py names the group after the multirun folder). Either way the summary is
-``summary.md`` / ``summary.csv``, ``accuracy_vs_params.png``, ``accuracy_vs_gmacs.png`` and
-``curves/<job>.png`` per run.
+``summary.md`` / ``summary.csv``, ``accuracy_vs_params.png``, ``accuracy_vs_gmacs.png``,
+``accuracy_vs_<override>.png`` for each number the sweep varies, and ``curves/<job>.png`` per run.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from vitlab.models.cost import variant_cost
 from vitlab.models.variants import MODEL_OVERRIDES
 from vitlab.tables import write_tables
 from vitlab.viz.curves import CURVES, History, plot_loss_curves
-from vitlab.viz.sweep_plots import plot_accuracy_vs_cost
+from vitlab.viz.sweep_plots import plot_accuracy_vs_cost, plot_accuracy_vs_varied
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +75,47 @@ def _shown(overrides: Sequence[str], hidden: Collection[str]) -> str:
     return " ".join(o for o in overrides if o not in hidden)
 
 
+def make_row(
+    job: str,
+    model: Mapping[str, Any],
+    overrides: Sequence[str],
+    hidden_overrides: Collection[str],
+    cost: tuple[int, float],
+    metrics: Mapping[str, Any],
+    wall_time_s: float | None,
+) -> dict[str, Any]:
+    """One summary row, whichever store the run comes from: ``model`` holds its name and patch size,
+    ``cost`` its (params, GMACs), ``metrics`` its logged metrics by name."""
+    return {
+        "job": job,
+        "model": model["name"],
+        "patch_size": model["patch_size"],
+        "overrides": _shown(overrides, hidden_overrides),
+        "params": cost[0],
+        "gmacs": cost[1],
+        **{column: metrics.get(metric) for column, metric in METRICS.items()},
+        "wall_time_s": wall_time_s,
+    }
+
+
 def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[str, Any]:
     """One summary row from a job's results.json."""
     results = json.loads(results_file.read_text())
     try:
-        metrics = results.get("metrics", {})
-        return {
-            "job": results_file.parent.name,
-            "model": results["model"],
-            "patch_size": results["patch_size"],
-            "overrides": _shown(results.get("overrides", []), hidden_overrides),
-            "params": results["params"],
-            "gmacs": results.get("gmacs")
-            or forward_gmacs(results["model"], results["image_size"], results["patch_size"]),
-            **{column: metrics.get(metric) for column, metric in METRICS.items()},
-            "wall_time_s": results.get("wall_time_s"),
-        }
+        model = {"name": results["model"], "patch_size": results["patch_size"]}
+        params = results["params"]
+        gmacs = results.get("gmacs") or forward_gmacs(
+            model["name"], results["image_size"], model["patch_size"]
+        )
+        return make_row(
+            results_file.parent.name,
+            model,
+            results.get("overrides", []),
+            hidden_overrides,
+            (params, gmacs),
+            results.get("metrics", {}),
+            results.get("wall_time_s"),
+        )
     except KeyError as missing:
         raise ValueError(
             f"{results_file} has no {missing} entry: expected the results.json that vitlab's train.py "
@@ -156,16 +181,15 @@ def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
         num_classes=0,
         **{k: v for k, v in model.items() if k in MODEL_OVERRIDES and v is not None},
     )
-    row = {
-        "job": run.id,
-        "model": model["name"],
-        "patch_size": model["patch_size"],
-        "overrides": _shown(run.name.split()[1:], hidden_overrides),
-        "params": params,
-        "gmacs": macs / 1e9,
-        **{column: summary.get(metric) for column, metric in METRICS.items()},
-        "wall_time_s": summary.get("_runtime"),
-    }
+    row = make_row(
+        run.id,
+        model,
+        run.name.split()[1:],
+        hidden_overrides,
+        (params, macs / 1e9),
+        summary,
+        summary.get("_runtime"),
+    )
     # One request per metric: a request for several keys returns only the rows holding all of them,
     # and train and validation metrics are logged in different rows.
     history = [
@@ -186,6 +210,7 @@ def write_summary(runs: Sequence[SweepRun], out_dir: Path | str) -> list[Path]:
     files.append(
         plot_accuracy_vs_cost(rows, "gmacs", out_dir / "accuracy_vs_gmacs.png", "forward GMACs per image")
     )
+    files += plot_accuracy_vs_varied(rows, out_dir)  # e.g. accuracy_vs_optimizer.lr.png
     for run in runs:
         if run.history:
             title = f"{run.row['job']}: {run.row['model']} {run.row['overrides']}"

@@ -5,8 +5,10 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from vitlab.data import SyntheticDataModule
+from vitlab.sweep import read_csv_history
 from vitlab.training.module import ViTClassifier, classification_metrics
 
 MODEL = dict(model_name="vit_ti16", model_options=dict(image_size=32, patch_size=8, depth=2))
@@ -57,7 +59,7 @@ def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
     )
     trainer = L.Trainer(
         max_epochs=2,
-        logger=False,
+        logger=CSVLogger(tmp_path),
         enable_checkpointing=False,
         enable_progress_bar=False,
         default_root_dir=tmp_path,
@@ -74,7 +76,9 @@ def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
         "val/acc_best",
     } <= set(metrics)
     assert module.confusion["val"].sum() == 30  # each validation image counted once
-    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
+    logged = [row for row in read_csv_history(next(tmp_path.rglob("metrics.csv"))) if "val/acc" in row]
+    assert len(logged) == 2  # one row per validation epoch, the sanity check not counted
+    assert logged[-1]["val/acc_best"] == pytest.approx(max(row["val/acc"] for row in logged))
     trainer.test(module, data)
     assert module.confusion["test"].shape == (3, 3) and module.confusion["test"].sum() == 30
 

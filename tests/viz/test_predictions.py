@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from matplotlib.image import imread
 
-from vitlab.viz.predictions import prediction_title, save_prediction_grid
+from vitlab.viz.predictions import prediction_grid_figure, prediction_title, save_prediction_grid
 
 CLASSES = ["pizza", "steak", "sushi"]
 
@@ -25,20 +24,26 @@ def test_grid_takes_a_list_of_images_of_any_size_and_dtype(tmp_path):
         torch.rand(3, 24, 24),
     ]
     probabilities = torch.softmax(torch.randn(5, 3), dim=-1)
-    path = save_prediction_grid(
-        images, probabilities, CLASSES, tmp_path / "out" / "grid.png", true_labels=[0, None, 2, 1, 0]
-    )
-    pixels = imread(path)
-    assert pixels.shape[:2] == (2 * 340, 4 * 320)  # 4 columns, 2 rows at 100 dpi
-    assert pixels.std() > 0
+    labels = [0, None, 2, 1, 0]
+    figure = prediction_grid_figure(images, probabilities, CLASSES, true_labels=labels)
+    panels = figure.axes
+    assert len(panels) == 2 * 4  # 4 columns, 2 rows, the last 3 panels empty
+    for axes, image, probs, label in zip(panels, images, probabilities, labels, strict=False):
+        shown = axes.images[0].get_array()
+        assert shown.shape == (*image.shape[1:], 3)  # each image at its own size, channels last
+        assert (axes.get_title(), axes.title.get_color()) == prediction_title(probs, CLASSES, label)
+    assert [len(axes.images) for axes in panels[5:]] == [0, 0, 0]
+    path = save_prediction_grid(images, probabilities, CLASSES, tmp_path / "out" / "grid.png", labels)
+    assert path.stat().st_size > 0
 
 
 def test_grid_takes_a_batch_tensor_and_tensor_labels(tmp_path):
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    path = save_prediction_grid(
-        images, torch.eye(3)[:2], CLASSES, tmp_path / "grid.png", true_labels=torch.tensor([0, 2])
-    )
-    assert imread(path).shape[:2] == (340, 2 * 320)
+    figure = prediction_grid_figure(images, torch.eye(3)[:2], CLASSES, true_labels=torch.tensor([0, 2]))
+    assert [axes.get_title() for axes in figure.axes] == [
+        "pred: pizza (1.00) | true: pizza",
+        "pred: steak (1.00) | true: sushi",
+    ]
 
 
 def test_mismatched_inputs_are_reported():

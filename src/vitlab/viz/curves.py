@@ -25,8 +25,8 @@ def metric_series(history: History, key: str, x: str = "epoch") -> tuple[list[fl
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_loss_curves(history: History, path: Path | str, title: str | None = None) -> Path:
-    """A PNG with two panels, loss and accuracy against epochs, training beside validation."""
+def loss_curves_figure(history: History, title: str | None = None) -> Figure:
+    """Two panels, loss and accuracy against epochs, training beside validation."""
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     for axes, (panel, keys) in zip(figure.subplots(1, 2), CURVES.items(), strict=True):
         for key in keys:
@@ -39,7 +39,12 @@ def plot_loss_curves(history: History, path: Path | str, title: str | None = Non
             axes.legend()
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def plot_loss_curves(history: History, path: Path | str, title: str | None = None) -> Path:
+    """``loss_curves_figure`` saved as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    loss_curves_figure(history, title).savefig(path)
     return path

@@ -34,7 +34,22 @@ def save_prediction_grid(
     true_labels: Sequence[int | None] | Tensor | None = None,
     columns: int = 4,
 ) -> Path:
-    """A PNG of ``images`` (``[N, 3, H, W]`` or a list of ``[3, H, W]``, any sizes; uint8, or float
+    """``prediction_grid_figure`` saved as a PNG."""
+    figure = prediction_grid_figure(images, probabilities, class_names, true_labels, columns)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def prediction_grid_figure(
+    images: Tensor | Sequence[Tensor],
+    probabilities: Tensor,
+    class_names: Sequence[str],
+    true_labels: Sequence[int | None] | Tensor | None = None,
+    columns: int = 4,
+) -> Figure:
+    """A grid of ``images`` (``[N, 3, H, W]`` or a list of ``[3, H, W]``, any sizes; uint8, or float
     in [0, 1], i.e. before normalisation) titled with each prediction of ``probabilities``
     ``[N, classes]`` and, where known, the true class."""
     if len(images) != len(probabilities):
@@ -63,7 +78,4 @@ def save_prediction_grid(
         axes.set_title(title, color=colour, fontsize=9)
     for axes in panels:  # every panel, the empty ones at the end of the last row included
         axes.axis("off")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    return path
+    return figure
