@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import write_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,11 @@ def test_train_eval_and_predict_run_from_the_installed_wheel_outside_the_checkou
 
     run("vitlab-train", *tiny, *data, "logger=csv")
     (run_dir,) = (logs / "train" / "runs").iterdir()
-    assert "path: vitlab.conf\n    schema: pkg" in (run_dir / ".hydra" / "hydra.yaml").read_text()
+    sources = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"][
+        "config_sources"
+    ]
+    main = next(source for source in sources if source["provider"] == "main")
+    assert (main["schema"], main["path"]) == ("pkg", "vitlab.conf")  # the configs the wheel ships
     assert (run_dir / "results.json").is_file()
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     run("vitlab-eval", f"ckpt_path={checkpoint}", *data)
