@@ -215,7 +215,7 @@ def test_framework_bench_times_the_small_data_recipe_against_the_bare_loop(
         overhead = float(rows[label]["overhead"].removesuffix(" %"))
         assert overhead == pytest.approx(100 * (float(rows[label]["epoch s (median)"]) / bare - 1), abs=0.2)
     assert len(list((tmp_path / "bench").glob("*/*/bench.log"))) == 6  # each run's output in its own log
-    assert len(list((tmp_path / "bench").glob("*/*/wandb/offline-run-*"))) == 2
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 2  # W&B ran, offline, in the two W&B runs
 
 
 def test_framework_bench_reports_a_bad_override_in_one_message_before_training(tmp_path):
