@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
-from vitlab.config import ConfigError
 from vitlab.data.transforms import Pipeline, eval_transform
+from vitlab.runs import UNREADABLE_CHECKPOINT, not_a_checkpoint
 from vitlab.training.module import ViTClassifier
 
 
@@ -22,12 +21,8 @@ def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> ViTClas
     try:
         # Our checkpoints hold only tensors and plain values: no pickled code runs on load.
         return ViTClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
-        # torch's own message here advises weights_only=False and filing an issue: not the user's fix.
-        raise ConfigError(
-            f"ckpt_path={path} is not a vitlab training checkpoint: pass a .ckpt written by vitlab-train "
-            "(a run's checkpoints/ folder); for plain model weights use model.pretrained=... instead."
-        ) from None
+    except UNREADABLE_CHECKPOINT:
+        raise not_a_checkpoint(path) from None
 
 
 def eval_transform_for(module: ViTClassifier) -> Pipeline:

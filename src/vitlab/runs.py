@@ -29,11 +29,20 @@ def _load(path: Path) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         int(checkpoint["global_step"])
         return checkpoint
-    except (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
-        raise ConfigError(
-            f"ckpt_path={path} is not a Lightning checkpoint written by vitlab-train: pass a .ckpt from a "
-            "run's checkpoints/ folder, or the run folder itself (model.pretrained=... takes plain weights)."
-        ) from None
+    except UNREADABLE_CHECKPOINT:
+        raise not_a_checkpoint(path) from None
+
+
+# What torch.load and Lightning raise for a file that is not a checkpoint (torch's own message then
+# advises weights_only=False and filing an issue: not the user's fix).
+UNREADABLE_CHECKPOINT = (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
+
+
+def not_a_checkpoint(path: Path | str) -> ConfigError:
+    return ConfigError(
+        f"ckpt_path={path} is not a Lightning checkpoint written by vitlab-train: pass a .ckpt from a "
+        "run's checkpoints/ folder, or the run folder itself (model.pretrained=... takes plain weights)."
+    )
 
 
 def checkpoint_step(path: Path) -> int:
