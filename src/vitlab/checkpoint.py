@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vitlab.config import ConfigError
 from vitlab.data.transforms import Pipeline, eval_transform
-from vitlab.runs import UNREADABLE_CHECKPOINT, not_a_checkpoint
+from vitlab.runs import UNREADABLE_CHECKPOINT, checkpoint_step
 from vitlab.training.module import ViTClassifier
 
 
@@ -18,11 +19,12 @@ def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> ViTClas
             f"ckpt_path={ckpt_path}: no such file. Training writes checkpoints to "
             "logs/train/runs/<time>/checkpoints/ (best: epoch_*.ckpt, last: last.ckpt)."
         )
+    checkpoint_step(path)  # a file that is not a Lightning checkpoint: one line saying so
     try:
         # Our checkpoints hold only tensors and plain values: no pickled code runs on load.
         return ViTClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except UNREADABLE_CHECKPOINT:
-        raise not_a_checkpoint(path) from None
+    except UNREADABLE_CHECKPOINT as error:  # a checkpoint this code cannot rebuild (e.g. the old hybrid)
+        raise ConfigError(f"ckpt_path={path}: {error}") from None
 
 
 def eval_transform_for(module: ViTClassifier) -> Pipeline:

@@ -248,6 +248,7 @@ def train(
             runs.check_fits(module.state_dict(), Path(ckpt_path))
             if overrides is not None and (output_dir / runs.HYDRA_OVERRIDES).is_file():
                 runs.save_overrides(output_dir, overrides)  # a second resume keeps this one's overrides
+            resolved_config.parent.mkdir(parents=True, exist_ok=True)  # a .ckpt resumed into a new folder
             OmegaConf.save(cfg, resolved_config, resolve=True)  # only now: the checkpoint fits
             _continue_wandb_run(cfg, output_dir)
             header, rows = runs.earlier_metrics(output_dir, runs.checkpoint_step(Path(ckpt_path)))

@@ -179,6 +179,7 @@ def test_old_hybrid_training_checkpoint_is_refused_by_eval_and_predict(tmp_path:
         "state_dict": state,
         "hyper_parameters": dict(module.hparams),
         "pytorch-lightning_version": lightning.__version__,
+        "global_step": 10,  # as every training checkpoint has
     }
     torch.save(checkpoint, tmp_path / "old.ckpt")
     with pytest.raises(ValueError, match=r"the checkpoint holds the old r50_vit_b16"):

@@ -186,7 +186,7 @@ def test_sincos_similarity_falls_with_grid_distance():
 
 
 def test_sincos_needs_a_dim_divisible_by_four():
-    with pytest.raises(ValueError, match="dim=66 is not divisible by 4"):
+    with pytest.raises(ValueError, match="dim=66: a 2-D sin-cos embedding needs a multiple of 4"):
         sincos_2d(4, 66)
 
 
