@@ -52,6 +52,7 @@ def test_a_training_checkpoint_brings_its_model(compose_config, make_image_folde
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),
         "pytorch-lightning_version": lightning.__version__,
+        "global_step": 10,  # as every training checkpoint has
     }
     torch.save(checkpoint, tmp_path / "last.ckpt")
     cfg = compose_config(

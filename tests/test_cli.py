@@ -146,7 +146,7 @@ def test_invalid_options_fail_before_any_data_loads_and_name_the_option(tmp_path
     ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "optimizer.lr=-1" in result.stderr and "positive learning rate" in result.stderr
+    assert result.stderr.startswith("error: optimizer.lr=-1: Invalid learning rate")
     assert "Traceback" not in result.stderr
     assert (
         "FileNotFoundError" not in result.stderr and "not found" not in result.stderr
