@@ -89,7 +89,7 @@ def test_transfer_run_prints_stores_and_reuses_the_weights_preprocessing(
         f"ckpt_path={ckpt}", f"data.root={root}", "data.num_workers=0", "logger=csv", config_name="eval"
     )
     metrics = evaluate(eval_cfg)
-    assert {key: eval_cfg.data[key] for key in AUGREG} == AUGREG
+    assert {key: module.hparams["data_config"][key] for key in AUGREG} == AUGREG  # what eval reads
     assert metrics["test/acc"] == pytest.approx(
         results["metrics"]["test/acc"]
     )  # same checkpoint, same inputs
