@@ -20,11 +20,13 @@ import torch
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import get_object, instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from vitlab.models.variants import MODEL_OVERRIDES, create_model
 
+log = logging.getLogger(__name__)
 _STARTED = time.time()  # files older than this were not written by this command
 
 
@@ -99,6 +101,16 @@ def _written_by_this_command(folder: Path) -> bool:
     return all(path.stat().st_mtime >= _STARTED - 1 for path in folder.rglob("*"))
 
 
+def remove_new_run_folder(folder: Path | str) -> None:
+    """Remove the run folder of a command that failed before its first training step, if this
+    command wrote everything in it: it must not pass for an interrupted run (``ckpt_path=last``),
+    and a continued run's folder keeps its earlier files."""
+    folder = Path(folder)
+    if rank_zero_only.rank == 0 and folder.is_dir() and _written_by_this_command(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("nothing was trained: removed the run folder %s", folder)
+
+
 @contextmanager
 def user_errors_as_messages(output_dir: Path | str | None = None) -> Iterator[None]:
     """For the command-line entry points: a typo or a wrong path deserves one line, not a traceback,
@@ -106,13 +118,8 @@ def user_errors_as_messages(output_dir: Path | str | None = None) -> Iterator[No
     try:
         yield
     except (UserError, FileNotFoundError, FileExistsError, ConnectionError) as error:
-        if (
-            output_dir is not None
-            and Path(output_dir).is_dir()
-            and _written_by_this_command(Path(output_dir))
-        ):
-            logging.shutdown()  # close the run's log file before its folder goes
-            shutil.rmtree(output_dir, ignore_errors=True)
+        if output_dir is not None:
+            remove_new_run_folder(output_dir)
         raise SystemExit(f"error: {error}") from None
 
 

@@ -31,6 +31,7 @@ from vitlab.config import (
     data_errors_as_user_errors,
     model_options,
     print_tree,
+    remove_new_run_folder,
     run_command,
     user_errors_as_messages,
     validate,
@@ -189,19 +190,10 @@ def _continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
             wandb.id, wandb.resume = run_id, "allow"
 
 
-def _discard_run_folder(output_dir: Path) -> None:
-    """Remove the folder of a run that took no step: it must not pass for an interrupted run."""
-    if rank_zero_only.rank == 0:
-        shutil.rmtree(output_dir, ignore_errors=True)
-        log.info("no training step was taken: removed the run folder %s", output_dir)
-
-
-def _after_failure(
-    error: BaseException, trainer: L.Trainer | None, output_dir: Path, new_folder: bool
-) -> None:
+def _after_failure(error: BaseException, trainer: L.Trainer | None, output_dir: Path) -> None:
     """A run that took no optimizer step leaves nothing behind; a later one says how to continue."""
-    if new_folder and (trainer is None or trainer.global_step == 0):
-        _discard_run_folder(output_dir)
+    if trainer is None or trainer.global_step == 0:
+        remove_new_run_folder(output_dir)
         return
     if trainer is None or rank_zero_only.rank != 0:  # a config error on resuming: nothing new to say
         return
@@ -229,7 +221,6 @@ def train(
     tested and writes no results.json: its folder stays an interrupted run, for ``ckpt_path=last``.
     """
     output_dir = Path(cfg.paths.output_dir)
-    new_folder = not (output_dir / "checkpoints").is_dir()
     trainer: L.Trainer | None = None
     try:
         validate(cfg)
@@ -280,7 +271,7 @@ def train(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
     except BaseException as error:
-        _after_failure(error, trainer, output_dir, new_folder)
+        _after_failure(error, trainer, output_dir)
         raise
     finally:
         finish_wandb()
@@ -380,8 +371,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
                     cfg.ckpt_path = str(cfg.paths.output_dir)
             cfg, overrides = continue_run(cfg) if cfg.get("ckpt_path") else (cfg, None)
         except BaseException:
-            if not (Path(cfg.paths.output_dir) / "checkpoints").is_dir():  # Hydra's new, empty folder
-                _discard_run_folder(Path(cfg.paths.output_dir))
+            remove_new_run_folder(cfg.paths.output_dir)  # Hydra's new folder, if nothing else is in it
             raise
         results = train(cfg, overrides=overrides)
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
