@@ -193,6 +193,8 @@ def _continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
 def _after_failure(error: BaseException, trainer: L.Trainer | None, output_dir: Path) -> None:
     """A run that took no optimizer step leaves nothing behind; a later one says how to continue."""
     if trainer is None or trainer.global_step == 0:
+        if _sweep_group() is not None:  # a multirun reports its jobs' errors only after the last job
+            log.error("job failed before its first step: %s: %s", type(error).__name__, error)
         remove_new_run_folder(output_dir)
         return
     if trainer is None or rank_zero_only.rank != 0:  # a config error on resuming: nothing new to say

@@ -38,6 +38,23 @@ def test_the_no_decay_group_is_what_the_model_declares_stem_included():
     assert {"stem.root.conv.weight", "stem.stages.0.blocks.0.downsample.conv.weight"} <= decay_names
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"position_embedding": "sincos2d"},
+        {"tokenizer": "shifted", "attention": "lsa", "position_embedding": "sincos2d", "pooling": "seq"},
+        {"tokenizer": "conv", "pooling": "avg"},
+    ],
+)
+def test_every_model_option_declares_only_parameters_it_has(options):
+    model = create_model("vit_ti16", image_size=32, patch_size=8, num_classes=3, depth=1, **options)
+    decay_names, no_decay_names = group_names(model, parameter_groups(model))
+    fixed = options.get("position_embedding") == "sincos2d"
+    assert ("position_embedding" in no_decay_names) is not fixed  # a fixed embedding is a buffer
+    assert "position_embedding" in dict(model.named_buffers()) or not fixed
+    assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))
+
+
 class Declares(torch.nn.Module):
     def __init__(self, names: set[str]) -> None:
         super().__init__()

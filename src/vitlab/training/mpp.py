@@ -180,11 +180,10 @@ class MaskedPatchPrediction(L.LightningModule):
 
     def no_weight_decay(self) -> set[str]:
         """The backbone's no-decay parameters, the mask embedding and the colour head's bias."""
-        names = {f"model.{name}" for name in self.model.no_weight_decay()} | {
+        return {f"model.{name}" for name in self.model.no_weight_decay()} | {
             "mask_embedding",
             "colour_head.bias",
         }
-        return names & dict(self.named_parameters()).keys()  # a fixed (sin-cos) embedding is a buffer
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
