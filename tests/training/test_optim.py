@@ -30,6 +30,12 @@ def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
     assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))
 
 
+
+def test_fixed_sincos_position_embeddings_are_no_parameter_to_group():
+    model = create_model("vit_ti16", image_size=32, patch_size=8, depth=1, position_embedding="sincos2d")
+    decay_names, no_decay_names = group_names(model, parameter_groups(model))  # no unknown name raised
+    assert "position_embedding" not in no_decay_names | decay_names and "class_token" in no_decay_names
+
 def test_the_no_decay_group_is_what_the_model_declares_stem_included():
     model = create_model("r50_vit_b16", image_size=32, depth=1, dim=64, heads=2, mlp_dim=128)
     decay_names, no_decay_names = group_names(model, parameter_groups(model))

@@ -314,9 +314,10 @@ class VisionTransformer(nn.Module):
         """Parameters that take no weight decay (timm's ``no_weight_decay()`` convention, read by the
         optimizer's parameter groups): the position embeddings, the class token and every 1-D
         parameter (biases and the LayerNorm and stem GroupNorm scales and shifts), as torchvision's
-        and timm's recipes exclude them."""
-        vectors = {name for name, parameter in self.named_parameters() if parameter.ndim <= 1}
-        return {"position_embedding", "class_token", *vectors}
+        and timm's recipes exclude them. Only parameters: a fixed (sin-cos) embedding is a buffer."""
+        parameters = dict(self.named_parameters())
+        vectors = {name for name, parameter in parameters.items() if parameter.ndim <= 1}
+        return {"position_embedding", "class_token", *vectors} & parameters.keys()
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.image_size,) * 2:
