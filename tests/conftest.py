@@ -67,16 +67,22 @@ def make_food101(make_image_folder) -> Callable[..., Path]:
         classes: Sequence[str] = ("pizza", "ramen", "steak", "sushi"), n_train: int = 10, n_test: int = 4
     ) -> Path:
         images = make_image_folder("food101_images", classes, n_train + n_test, size=16, splits=("all",))
-        folder = images.parent / "torchvision_root" / "food-101"
-        (folder / "meta").mkdir(parents=True)
-        (folder / "images").symlink_to(images / "all")
-        (folder / "meta" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
-        for split, ids in (("train", range(n_train)), ("test", range(n_train, n_train + n_test))):
-            listed = {c: [f"{c}/{i}" for i in ids] for c in classes}
-            (folder / "meta" / f"{split}.json").write_text(json.dumps(listed))
-        return folder.parent
+        return food101_layout(images / "all", images.parent / "torchvision_root", classes, n_train)
 
     return make
+
+
+def food101_layout(images: Path, root: Path, classes: Sequence[str], n_train: int) -> Path:
+    """``root`` holding ``food-101/`` over ``images/<class>/<i>.jpg``: ids below ``n_train`` train."""
+    folder = root / "food-101"
+    (folder / "meta").mkdir(parents=True)
+    (folder / "images").symlink_to(images)
+    (folder / "meta" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    n_all = len(list((images / classes[0]).iterdir()))
+    for split, ids in (("train", range(n_train)), ("test", range(n_train, n_all))):
+        listed = {c: [f"{c}/{i}" for i in ids] for c in classes}
+        (folder / "meta" / f"{split}.json").write_text(json.dumps(listed))
+    return root
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

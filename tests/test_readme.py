@@ -1,7 +1,10 @@
 """The README is a test: every command of its "Everyday commands" block runs as typed, shrunk only by
-appended overrides (a tiny model, image size and epoch count; fewer trials, jobs, nodes and
-devices), exits 0 and writes what it promises. Commands that need what this machine lacks skip and
-say why. A new command in the block is covered by the rule for its kind."""
+appended overrides (a tiny model, image size and epoch count; fewer trials, jobs, shots, nodes and
+devices), exits 0 and writes what it promises. Placeholders (``...``, ``<time>``) become generated
+files, and the relative paths a command names (``photos/``, ``weights.pth``) are generated where it
+runs; what would be downloaded (datasets, named weights) is a small local stand-in of the same
+format. Commands that need what this machine lacks skip and say why. A new command in the block is
+covered by the rule for its kind."""
 
 from __future__ import annotations
 
@@ -18,15 +21,21 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import write_image
+import yaml
+from conftest import food101_layout, write_image
+
+from vitlab.data.streaming import read_meta
+from vitlab.models import create_model
+from vitlab.models.weights import to_timm
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
+PLACEHOLDER = re.compile(r"^(\.\.\.|.*<time>)")  # `data.root=...`, `ckpt_path=.../last.ckpt`
 
 
 def everyday_commands() -> list[list[str]]:
-    """The commands of the README's first ``bash`` block under "## Everyday commands"."""
+    """The commands of the README's ``bash`` block under "## Everyday commands"."""
     section = README.read_text().split("## Everyday commands", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     lines = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
@@ -34,6 +43,28 @@ def everyday_commands() -> list[list[str]]:
 
 
 COMMANDS = everyday_commands()
+
+
+def kind(args: list[str]) -> str:
+    """``train`` (train.py, vitlab-train, or a script of train.py runs), ``convert`` (a script with its
+    own options), else the entry point's name (``vitlab-eval``, ``vitlab-analyze``, ...)."""
+    if args[0] == "vitlab-train" or args[:2] == ["python", "train.py"] or args[0].endswith(".sh"):
+        return "train"
+    if args[0] == "python" and args[1].startswith("scripts/"):
+        return "convert"
+    return args[0]
+
+
+def value(args: list[str], key: str) -> str | None:
+    """The last value the command gives ``key`` (``key=value``)."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
+    return values[-1] if values else None
+
+
+def group_config(group: str, args: list[str]) -> dict:
+    """The YAML of the config ``group=name`` the command picks (empty when it picks none)."""
+    name = value(args, group)
+    return yaml.safe_load((ROOT / "conf" / group / f"{name}.yaml").read_text()) if name else {}
 
 
 def patch_sizes(args: list[str]) -> list[int]:
@@ -56,39 +87,65 @@ def images_folder(root: Path, splits=("train", "test"), n: int = 5) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("readme")
+def food101(workdir: Path) -> Path:
+    """A torchvision Food101 root of four classes, 10 train and 5 test images each (a fifth of that
+    is FoodVision Big's two and one)."""
+    root = workdir / "food101"
+    if not root.exists():
+        images = images_folder(workdir / "food101_images", splits=("all",), n=15) / "all"
+        (images / "ramen").symlink_to(images / "sushi")
+        food101_layout(images, root, ["pizza", "ramen", "steak", "sushi"], n_train=10)
+    return root
 
 
-@pytest.fixture(scope="module")
-def finetune_weights(workdir) -> Path:
-    """A torchvision-format ViT-B/16 of one block (random weights): what the fine-tuning recipe
-    downloads, shrunk like the model."""
-    path = workdir / "vit_b_16_one_block.pth"
+def torchvision_vit(path: Path, depth: int, hidden: int, heads: int) -> Path:
+    """A torchvision-format ViT (random weights) at 32 px: what torchvision:<ENUM> downloads, shrunk."""
     if not path.exists():
-        model = torchvision.models.VisionTransformer(32, 16, 1, 12, 768, 3072)
+        model = torchvision.models.VisionTransformer(32, 16, depth, heads, hidden, 4 * hidden)
         torch.save(model.state_dict(), path)
     return path
 
 
-def shrink(args: list[str], workdir: Path, weights: Path) -> list[str]:
-    """The appended overrides that make a command tiny; nothing the command set is removed."""
+def timm_vit_ti16(workdir: Path) -> Path:
+    """A timm-layout ViT-Ti/16 of one block at 32 px (random weights): what timm:<name> downloads."""
+    path = workdir / "vit_ti16_timm_one_block.pth"
+    if not path.exists():
+        torch.save(
+            to_timm(create_model("vit_ti16", image_size=32, depth=1, num_classes=10).state_dict()), path
+        )
+    return path
+
+
+def shrink(args: list[str], workdir: Path) -> list[str]:
+    """The appended options that make a command tiny; nothing the command set is removed."""
+    if kind(args) == "convert":
+        return ["--size", "32", "--num-workers", "1"]
+    if kind(args) == "vitlab-analyze":
+        return ["model.image_size=32", "num_images=4"]
+    if kind(args) == "vitlab-fewshot":
+        return ["shots=[1,5]", "seeds=2"]  # images_folder has five per class
     extra = []
-    sweeps_models = any(a.startswith("experiment=table1_sweep") for a in args)
-    if sweeps_models:
+    if value(args, "experiment") == "table1_sweep":
         extra.append("model=vit_ti16,vit_b32")  # fewer jobs (as the experiment's own comment shows)
     size = 2 * math.lcm(*patch_sizes(args + extra))
     extra += [f"model.image_size={size}", "model.depth=1", "trainer.max_epochs=1", "logger=csv"]
-    if "data=synthetic" in args:
+    data = value(args, "data")
+    if data == "synthetic":
         extra += ["data.train_size=24", "data.val_size=12", "data.test_size=12"]
+    elif data == "streaming":
+        pass  # the command names the converted folder
+    elif "food101" in [data, *group_config("data", args).get("defaults", [])]:  # downloaded on first use
+        extra.append(f"data.root={food101(workdir)}")
     else:  # FoodVision (downloaded on first use) or the user's folder: a small local folder instead
         extra.append(f"data.root={images_folder(workdir / 'images')}")
     extra.append("data.batch_size=4")
     if any(a.startswith("hparams_search=") for a in args):
         extra.append("hydra.sweeper.n_trials=2")  # fewer trials
-    if any(a.startswith("experiment=foodvision_finetune") for a in args):
-        extra.append(f"model.pretrained={weights}")  # a local file in the downloaded weights' format
+    named = group_config("experiment", args).get("model", {}).get("pretrained") or ""
+    if named.startswith("torchvision:ViT_B_16"):  # a local file in the downloaded weights' format
+        extra.append(f"model.pretrained={torchvision_vit(workdir / 'vit_b16_one_block.pth', 1, 768, 12)}")
+    elif named.startswith("timm:vit_tiny"):  # its local copy, as offline users give it
+        extra.append(f"model.pretrained_file={timm_vit_ti16(workdir)}")
     if any(a.startswith("trainer.devices=") for a in args) and not torch.cuda.is_available():
         extra.append("trainer.accelerator=cpu")
     return extra
@@ -106,31 +163,57 @@ def needs(args: list[str]) -> str | None:
 
 
 def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    program = {"python": [sys.executable], "vitlab-train": [str(BIN / "vitlab-train")]}
-    command = program.get(args[0], [str(BIN / args[0])]) + args[1:]
+    """``args`` as the shell runs them from the repository root, run in ``cwd``."""
+    local = [str(ROOT / a) if a.endswith((".py", ".sh")) and (ROOT / a).is_file() else a for a in args]
+    program = {"python": [sys.executable]}.get(
+        local[0], [local[0] if "/" in local[0] else str(BIN / local[0])]
+    )
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        program + local[1:], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"{shlex.join(args)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
 
 
 @pytest.fixture(scope="module")
-def trained(workdir, finetune_weights) -> Path:
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("readme")
+
+
+@pytest.fixture(scope="module")
+def trained(workdir) -> Path:
     """One finished tiny run, for the commands that start from a checkpoint; its last.ckpt."""
     logs = workdir / "trained" / "logs"
     args = ["python", "train.py", "model=vit_ti16"]
-    run([*args, *shrink(args, workdir, finetune_weights), f"paths.log_dir={logs}"], cwd=ROOT)
+    run([*args, *shrink(args, workdir), f"paths.log_dir={logs}"], cwd=ROOT)
     (last,) = logs.glob("train/runs/*/checkpoints/last.ckpt")
     return last
+
+
+@pytest.fixture(scope="module")
+def converted(workdir) -> Path:
+    """The folder where the README's converter command ran (as typed, on a generated
+    ``data/pizza_steak_sushi``), for the command that streams what it wrote."""
+    (args,) = [c for c in COMMANDS if kind(c) == "convert" and "scripts/convert_streaming.py" in c]
+    cwd = workdir / "streaming"
+    images_folder(cwd / args[args.index("--images") + 1])
+    run([*args, *shrink(args, workdir)], cwd=cwd)
+    return cwd
 
 
 def outputs(logs: Path, task: str) -> list[Path]:
     return sorted((logs / task).glob("*runs/**/results.json"))
 
 
+def own_options(args: list[str]) -> list[str]:
+    """The ``key=value`` options a train command gives (what its results.json lists)."""
+    return [a for a in args if "=" in a and not a.startswith("-")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args", COMMANDS, ids=[shlex.join(c)[:70] for c in COMMANDS])
-def test_readme_command_runs_as_typed(args, workdir, finetune_weights, request, tmp_path):
+def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
     reason = needs(args)
     if reason:
         pytest.skip(reason)
@@ -139,36 +222,78 @@ def test_readme_command_runs_as_typed(args, workdir, finetune_weights, request, 
         models = sorted(path.stem for path in (ROOT / "conf" / "model").glob("*.yaml"))
         assert f"model: {', '.join(models)}" in run(args, cwd=ROOT).stdout
         return
+    if kind(args) == "convert":
+        out = request.getfixturevalue("converted") / args[args.index("--out") + 1]
+        assert read_meta(str(out)) == (["pizza", "steak", "sushi"], ["train", "test"])
+        assert all(any((out / split).glob("chunk-*.bin")) for split in ("train", "test"))
+        return
+    cwd = request.getfixturevalue("converted") if value(args, "data") == "streaming" else tmp_path
     uses_checkpoint = any(a.startswith("ckpt_path=") for a in args)
-    resumes = uses_checkpoint and args[0] in ("python", "vitlab-train")
+    resumes = uses_checkpoint and kind(args) == "train"
     if resumes:  # first the run to resume (the same command, one epoch), then the command: epoch two
         first = [a for a in args if not a.startswith("ckpt_path=")]
-        extra = shrink(first, workdir, finetune_weights)
+        extra = shrink(first, workdir)
         run([*first, *extra, f"paths.log_dir={logs}"], cwd=ROOT)
         # Without its results.json the finished one-epoch run is what a stop after epoch one leaves:
         # an interrupted run, which `ckpt_path=last` continues.
         next((logs / "train" / "runs").glob("*/results.json")).unlink()
         args = [*args, *extra, "trainer.max_epochs=2"]
-    elif uses_checkpoint:  # eval / predict: the placeholder path becomes a real checkpoint
-        last = request.getfixturevalue("trained")
-        args = [f"ckpt_path={last}" if a.startswith("ckpt_path=") else a for a in args]
-        if args[0] == "vitlab-eval":
-            args.append(f"data.root={images_folder(workdir / 'images')}")
-        if args[0] == "vitlab-predict":
-            images_folder(tmp_path / "more_photos", splits=("x",), n=1)
-            write_image(tmp_path / "pizza.jpg", 0, 40, 1)
     else:
-        args = [*args, *shrink(args, workdir, finetune_weights)]
-    script = [a if a != "train.py" else str(ROOT / "train.py") for a in args]
-    result = run([*script, f"paths.log_dir={logs}"], cwd=tmp_path)
-    multirun = "-m" in args or any(a.startswith(("hparams_search=", "experiment=table1_sweep")) for a in args)
-    if args[0] == "vitlab-predict":
+        if uses_checkpoint:  # eval, predict, fewshot: the placeholder path becomes a real checkpoint
+            last = request.getfixturevalue("trained")
+            args = [f"ckpt_path={last}" if a.startswith("ckpt_path=") else a for a in args]
+        if value(args, "data.root") and PLACEHOLDER.match(value(args, "data.root")):
+            args = [
+                f"data.root={images_folder(workdir / 'images')}" if a.startswith("data.root=") else a
+                for a in args
+            ]
+        args = [*args, *shrink(args, workdir)]
+    program = kind(args)
+    if program == "vitlab-eval":
+        args.append(f"data.root={images_folder(workdir / 'images')}")
+    if program == "vitlab-predict":
+        images_folder(tmp_path / "more_photos", splits=("x",), n=1)
+        write_image(tmp_path / "pizza.jpg", 0, 40, 1)
+    if program == "vitlab-analyze":
+        images_folder(tmp_path / value(args, "images"), splits=("x",), n=2)
+        torchvision_vit(tmp_path / value(args, "model.pretrained"), 12, 192, 3)  # ViT-Ti's shapes
+    if program == "vitlab-fewshot":
+        images_folder(tmp_path / value(args, "root"))
+    result = run([*args, f"paths.log_dir={logs}"], cwd=cwd)
+    experiment = group_config("experiment", args)
+    multirun = (
+        "-m" in args
+        or args[0].endswith(".sh")  # its sweep over the variants
+        or any(a.startswith("hparams_search=") for a in args)
+        or experiment.get("hydra", {}).get("mode") == "MULTIRUN"
+    )
+    if program == "vitlab-predict":
         (run_dir,) = (logs / "predict" / "runs").iterdir()
         assert (run_dir / "predictions.png").is_file()
         assert len((run_dir / "predictions.csv").read_text().splitlines()) == 1 + 1 + 3
-    elif args[0] == "vitlab-eval":
+    elif program == "vitlab-eval":
         (results,) = outputs(logs, "eval")
         assert sum(map(sum, json.loads(results.read_text())["confusion_matrix"])) == 3 * 5
+    elif program == "vitlab-analyze":
+        (results,) = [json.loads(p.read_text()) for p in outputs(logs, "analyze")]
+        assert sorted(results["pictures"]) == [
+            "attention_distance",
+            "embedding_filters",
+            "position_similarity",
+        ]
+        assert all(Path(path).stat().st_size > 1000 for path in results["pictures"].values())
+        assert results["num_images"] == int(value(args, "num_images"))
+        weights = torch.load(tmp_path / value(args, "model.pretrained"))
+        layers = {key.split(".")[2] for key in weights if key.startswith("encoder.layers.")}
+        assert len(results["mean_attention_distance"]) == len(layers)  # one row per block of the file
+    elif program == "vitlab-fewshot":
+        (results,) = [json.loads(p.read_text()) for p in outputs(logs, "fewshot")]
+        shots = value(args, "shots").strip("[]").split(",")
+        assert sorted(results["summary"], key=int) == shots
+        for n in shots:
+            assert len(results["per_seed"][n]) == int(value(args, "seeds"))
+            row = next(line for line in result.stdout.splitlines() if line.strip("│ ").startswith(f"{n} "))
+            assert f"{results['summary'][n]['mean']:.3f}" in row  # the printed table
     elif multirun:
         (sweep,) = (logs / "train" / "multiruns").iterdir()
         jobs = sorted(sweep.glob("*/results.json"))
@@ -177,9 +302,19 @@ def test_readme_command_runs_as_typed(args, workdir, finetune_weights, request, 
         assert len(summary) == 2 + len(jobs)
         if any(a.startswith("hparams_search=") for a in args):
             assert (sweep / "optimization_results.yaml").is_file()
+        ran = [json.loads(job.read_text())["overrides"] for job in jobs]
+        for key, values in experiment.get("hydra", {}).get("sweeper", {}).get("params", {}).items():
+            if value(args, key) is None:  # the experiment's own sweep, not replaced by the command
+                swept = sorted(value(overrides, key) for overrides in ran)
+                assert swept == sorted(str(values).split(",")), key
     else:
         results = [json.loads(p.read_text()) for p in outputs(logs, "train")]
         assert results and results[-1]["metrics"]
         if resumes:
             assert results[-1]["epochs"] == 2  # resumed after the first epoch, trained the second
+        else:
+            assert set(own_options(args[1:])) <= set(results[-1]["overrides"])  # as typed, then shrunk
+        if value(args, "data") == "foodvision_big":
+            classes = (food101(workdir) / "food-101" / "meta" / "classes.txt").read_text().split()
+            assert results[-1]["num_classes"] == len(classes)  # every class, not FoodVision Mini's three
     assert "Traceback" not in result.stderr
