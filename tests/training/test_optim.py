@@ -30,7 +30,6 @@ def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
     assert len(decay_names) + len(no_decay_names) == len(list(model.parameters()))
 
 
-
 def test_the_no_decay_group_is_what_the_model_declares_stem_included():
     model = create_model("r50_vit_b16", image_size=32, depth=1, dim=64, heads=2, mlp_dim=128)
     decay_names, no_decay_names = group_names(model, parameter_groups(model))
