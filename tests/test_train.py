@@ -19,7 +19,7 @@ from vitlab.predict import predict
 from vitlab.train import continue_run, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.name.startswith("_"))
 EFFECTIVE_PATCH = {"vit_h14": 14, "vit_b32": 32, "vit_l32": 32, "r50_vit_l32": 32}
 
 
