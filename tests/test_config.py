@@ -155,3 +155,14 @@ def test_analyses_and_eval_share_the_model_group_and_eval_needs_no_model_placeho
     for config_name in ("analyze", "fewshot"):
         assert compose_config(config_name=config_name).model == train.model
     assert "model" not in compose_config("ckpt_path=x.ckpt", config_name="eval")
+
+
+def test_a_users_own_variant_config_takes_the_shared_options_as_the_readme_says(compose_config, tmp_path):
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)
+    (tmp_path / "my_conf" / "model" / "my_vit.yaml").write_text(
+        "defaults: [_options, _self_]\nname: vit_ti16\npatch_size: 8\ndepth: 2\n"
+    )
+    cfg = compose_config(f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "model=my_vit")
+    validate(cfg)
+    assert (cfg.model.name, cfg.model.depth, cfg.model.pooling) == ("vit_ti16", 2, "token")
+    assert cfg.data.image_size == cfg.model.image_size
