@@ -10,12 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.data import load_image
+from vitlab.checkpoint import load_classifier
 from vitlab.loggers import wandb_mode
-from vitlab.predict import image_files
+from vitlab.predict import class_probabilities, image_files, prepared_batches
 from vitlab.viz.attention import save_attention_overlays
 
 
@@ -35,22 +32,17 @@ def main() -> None:
     parser.add_argument("--project", default="vitlab", help="the W&B project")
     args = parser.parse_args()
 
-    module = load_classifier(args.ckpt).eval()
-    pipeline = eval_transform_for(module)  # the transform the model was trained with
+    module = load_classifier(args.ckpt)
     files = image_files(args.images)
     written: list[Path] = []
-    for start in range(0, len(files), args.batch_size):
-        batch = files[start : start + args.batch_size]
-        shown = [pipeline.prepare(load_image(file)) for file in batch]  # uint8, as the model sees it
-        inputs = torch.stack([pipeline.augment(image) for image in shown])
-        with torch.inference_mode():
-            probabilities = module(inputs).softmax(dim=-1)
+    for batch, pictures, inputs in prepared_batches(module, files, args.batch_size):
+        probabilities = class_probabilities(module, inputs)
         titles = [
             f"rollout | pred: {module.class_names[int(p.argmax())]} ({float(p.max()):.2f})"
             for p in probabilities
         ]
-        paths = [args.out / f"{start + i:03d}_{file.stem}.png" for i, file in enumerate(batch)]
-        written += save_attention_overlays(module.model, inputs, shown, paths, titles)
+        paths = [args.out / f"{len(written) + i:03d}_{file.stem}.png" for i, file in enumerate(batch)]
+        written += save_attention_overlays(module.model, inputs, pictures, paths, titles)
     print(f"{len(written)} attention maps in {args.out}")
 
     if args.wandb:

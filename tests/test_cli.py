@@ -157,4 +157,4 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "vitlab-train"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    assert "model: r50_vit_b16, r50_vit_l32, vit_b16, vit_b32" in result.stdout
+    assert "model: _options, r50_vit_b16, r50_vit_l32, vit_b16, vit_b32" in result.stdout  # _options: shared

@@ -128,3 +128,41 @@ def test_resolved_config_has_no_missing_values(compose_config):
 
     cfg = compose_config()
     assert not OmegaConf.missing_keys(cfg)
+
+
+def test_the_shared_model_options_are_the_models_own_defaults(compose_config):
+    """conf/model/_options.yaml names each option as the model does, and its non-null defaults are
+    VisionTransformer's: the default model is the architecture's own."""
+    import inspect
+
+    import yaml
+
+    from vitlab.models import ModelConfig, VisionTransformer
+
+    shared = yaml.safe_load((CONF / "model" / "_options.yaml").read_text())
+    assert set(shared) <= ModelConfig.keys()
+    defaults = inspect.signature(VisionTransformer.__init__).parameters
+    for key, value in shared.items():
+        if key in defaults and value is not None:
+            assert value == defaults[key].default, key
+    for name in options("model"):
+        cfg = compose_config(f"model={name}", tiny=False)
+        assert set(shared) | {"name", "patch_size"} == set(cfg.model)  # every variant: the same shape
+
+
+def test_analyses_and_eval_share_the_model_group_and_eval_needs_no_model_placeholder(compose_config):
+    train = compose_config(tiny=False)
+    for config_name in ("analyze", "fewshot"):
+        assert compose_config(config_name=config_name).model == train.model
+    assert "model" not in compose_config("ckpt_path=x.ckpt", config_name="eval")
+
+
+def test_a_users_own_variant_config_takes_the_shared_options_as_the_readme_says(compose_config, tmp_path):
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)
+    (tmp_path / "my_conf" / "model" / "my_vit.yaml").write_text(
+        "defaults: [_options, _self_]\nname: vit_ti16\npatch_size: 8\ndepth: 2\n"
+    )
+    cfg = compose_config(f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "model=my_vit")
+    validate(cfg)
+    assert (cfg.model.name, cfg.model.depth, cfg.model.pooling) == ("vit_ti16", 2, "token")
+    assert cfg.data.image_size == cfg.model.image_size

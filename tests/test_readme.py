@@ -28,6 +28,8 @@ from vitlab.data.streaming import read_meta
 from vitlab.models import create_model
 from vitlab.models.weights import to_timm
 
+from vitlab.models.variants import resolve_variant
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -73,7 +75,7 @@ def patch_sizes(args: list[str]) -> list[int]:
         if arg.startswith("model.patch_size="):
             return [int(p) for p in arg.split("=", 1)[1].split(",")]
     models = [v for arg in args if arg.startswith("model=") for v in arg.split("=", 1)[1].split(",")]
-    return [int(re.search(r"(\d+)$", model).group(1)) for model in models] or [16]
+    return [resolve_variant(model)[1] for model in models] or [16]
 
 
 def images_folder(root: Path, splits=("train", "test"), n: int = 5) -> Path:

@@ -14,18 +14,18 @@ from conftest import TINY_RUN
 
 from vitlab.data.transforms import resize_size_for
 from vitlab.eval import evaluate
+from vitlab.models.variants import resolve_variant
 from vitlab.models.weights import to_torchvision
 from vitlab.predict import predict
 from vitlab.train import continue_run, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-EFFECTIVE_PATCH = {"vit_h14": 14, "vit_b32": 32, "vit_l32": 32, "r50_vit_l32": 32}
+MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.name.startswith("_"))
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_every_model_config_trains_for_one_step(compose_config, model):
-    patch = EFFECTIVE_PATCH.get(model, 16)
+    patch = resolve_variant(model)[1]  # the registry's, in pixels (a hybrid's: its ResNet stride)
     cfg = compose_config(
         f"model={model}",
         f"model.patch_size={patch}",

@@ -10,9 +10,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.config import ConfigError, model_options
+from vitlab.config import ConfigError
 from vitlab.data.transforms import Pipeline, eval_transform
-from vitlab.models import VisionTransformer, create_model
+from vitlab.models import ModelConfig, VisionTransformer
 from vitlab.models.preprocessing import resolve_preprocessing
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
     """``(model in eval mode, its evaluation transform)`` from an entry point's config.
 
     A checkpoint (``ckpt_path``) brings its own model and preprocessing. Otherwise the model is
-    ``create_model(model.name, model.pretrained, ...)`` without a classifier, random (seeded by
+    what the model config says (``ModelConfig``), without a classifier, random (seeded by
     ``seed``) when no weights are named, and images are prepared as the weights expect, each of
     ``preprocessing.mean/std/interpolation/crop_pct`` the user's where set (as training does).
     """
@@ -30,17 +30,17 @@ def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
         if cfg.ckpt_path:
             module = load_classifier(cfg.ckpt_path)
             return module.model.eval(), eval_transform_for(module)
+        spec = ModelConfig.from_config(cfg.model)
         user = OmegaConf.to_container(cfg.preprocessing)
         resize_size = user.pop("resize_size", None)
-        preprocessing = resolve_preprocessing(cfg.model.pretrained, cfg.model.get("pretrained_file"), **user)
+        preprocessing = resolve_preprocessing(spec.pretrained, spec.pretrained_file, **user)
         torch.manual_seed(cfg.seed)
-        weights = cfg.model.get("pretrained_file") or cfg.model.pretrained
-        model = create_model(
-            cfg.model.name, pretrained=weights, **{**model_options(cfg.model), "num_classes": 0}
-        )
+        model = spec.create(num_classes=0)
     except ValueError as error:  # weights that do not fit, preprocessing that cannot be told
         raise ConfigError(str(error)) from None
-    log.info("inputs: %s, resize_size %s (from %s)", preprocessing, resize_size, weights or "random weights")
+    log.info(
+        "inputs: %s, resize_size %s (from %s)", preprocessing, resize_size, spec.weights or "random weights"
+    )
     return model.eval(), eval_transform(model.image_size, resize_size=resize_size, **preprocessing)
 
 

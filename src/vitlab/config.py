@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from vitlab.models.variants import MODEL_OVERRIDES, create_model
+from vitlab.models.variants import ModelConfig
 
 log = logging.getLogger(__name__)
 _STARTED = time.time()  # files older than this were not written by this command
@@ -200,10 +200,6 @@ def accepted_keys(target: Callable[..., Any]) -> set[str] | None:
     return None
 
 
-# Model config keys besides create_model's shape options: the variant, its weights, freezing.
-MODEL_KEYS = {"name", "pretrained", "pretrained_file", "freeze_backbone", *MODEL_OVERRIDES}
-
-
 def check_keys(cfg: DictConfig) -> None:
     """Every key of the trainer, data, model, optimizer and scheduler configs is an argument of what
     it builds: a misspelled key added with ``+`` fails here, not after the data is prepared."""
@@ -215,7 +211,7 @@ def check_keys(cfg: DictConfig) -> None:
             target = get_object(node._target_)
             valid, owner = accepted_keys(target), node._target_
         else:
-            valid, owner = MODEL_KEYS if group == "model" else None, ""
+            valid, owner = ModelConfig.keys() if group == "model" else None, ""
         if valid is None:
             continue
         for key in node:
@@ -260,7 +256,7 @@ def validate(cfg: DictConfig) -> None:
 
     def meta_model() -> None:  # every construction-time check of the model, no weights allocated
         with torch.device("meta"):
-            create_model(model.name, num_classes=2, **model_options(model))
+            ModelConfig.from_config(model).create(num_classes=2, load_weights=False)
 
     _constructed("model", model, meta_model)
     # A datamodule's constructor checks its options; files are only looked at in prepare_data.
@@ -309,11 +305,6 @@ def _check(condition: bool, option: str, value: Any, expected: str) -> None:
 
 # Data options a checkpoint must carry so that its inputs are prepared as in training.
 PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
-
-
-def model_options(model_cfg: DictConfig) -> dict[str, Any]:
-    """The ``create_model`` overrides a model config carries (name, weights and freezing aside)."""
-    return {key: value for key, value in model_cfg.items() if key in MODEL_OVERRIDES}
 
 
 @contextmanager

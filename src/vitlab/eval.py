@@ -35,7 +35,8 @@ def data_config(cfg: DictConfig, module: ViTClassifier, overrides: list[Override
     stored = module.hparams.get("data_config")
     if stored is None or any(o.key_or_group == "data" for o in overrides):
         with open_dict(cfg):  # the checkpoint decides how images are prepared
-            cfg.model.image_size = module.image_size
+            # in place of ${model.image_size}: eval has no model config
+            cfg.data.image_size = module.image_size
             for key, value in (module.hparams.get("preprocessing") or {}).items():
                 cfg.data[key] = value
         data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
@@ -54,6 +55,8 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     data = data_config(cfg, module, OverridesParser.create().parse_overrides(overrides))
+    with open_dict(cfg):
+        cfg.data = data  # what the logged config shows: the data tested on
     datamodule: L.LightningDataModule = instantiate(data)
     with data_errors_as_user_errors():
         datamodule.prepare_data()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import hydra
@@ -16,6 +16,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from vitlab.checkpoint import eval_transform_for, load_classifier
 from vitlab.config import CONFIG_PATH, console, run_command, user_errors_as_messages
 from vitlab.data import load_image
+from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,29 @@ def image_files(sources: str | Sequence[str]) -> list[Path]:
     return files
 
 
-@torch.inference_mode()
-def predict_files(module, files: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
-    """Class probabilities ``[len(files), num_classes]``, preparing images as the model was trained."""
-    transform = eval_transform_for(module)
-    module.eval()
-    probabilities = []
+def prepared_batches(
+    module: ViTClassifier, files: Sequence[Path], batch_size: int = 32
+) -> Iterator[tuple[Sequence[Path], list[torch.Tensor], torch.Tensor]]:
+    """``(files, pictures, inputs)`` per batch, each image prepared as the model was trained:
+    ``pictures`` resized and cropped (uint8 ``[3, S, S]``, for display), ``inputs`` normalised."""
+    pipeline = eval_transform_for(module)
     for start in range(0, len(files), batch_size):
-        batch = torch.stack([transform(load_image(f)) for f in files[start : start + batch_size]])
-        probabilities.append(module(batch.to(module.device)).softmax(-1).float().cpu())
-    return torch.cat(probabilities)
+        batch = files[start : start + batch_size]
+        pictures = [pipeline.prepare(load_image(file)) for file in batch]
+        yield batch, pictures, torch.stack([pipeline.augment(picture) for picture in pictures])
+
+
+@torch.inference_mode()
+def class_probabilities(module: ViTClassifier, inputs: torch.Tensor) -> torch.Tensor:
+    """``[B, num_classes]`` on the CPU, from the model in evaluation mode."""
+    module.eval()
+    return module(inputs.to(module.device)).softmax(-1).float().cpu()
+
+
+def predict_files(module: ViTClassifier, files: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
+    """Class probabilities ``[len(files), num_classes]``, preparing images as the model was trained."""
+    batches = prepared_batches(module, files, batch_size)
+    return torch.cat([class_probabilities(module, inputs) for _, _, inputs in batches])
 
 
 def print_predictions(

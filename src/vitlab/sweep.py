@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vitlab.models.cost import variant_cost
-from vitlab.models.variants import MODEL_OVERRIDES
+from vitlab.models.variants import ModelConfig
 from vitlab.tables import write_tables
 from vitlab.viz.curves import CURVES, History, plot_loss_curves
 from vitlab.viz.sweep_plots import plot_accuracy_vs_cost, plot_accuracy_vs_varied
@@ -175,12 +175,9 @@ def wandb_runs(project: str, group: str, api: Any = None) -> list[SweepRun]:
 def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
     model = run.config["model"]
     summary = run.summary_metrics
+    spec = ModelConfig.from_config(model)
     # num_classes=0: the backbone alone, as the class count is unknown (see wandb_runs).
-    params, macs = variant_cost(
-        model["name"],
-        num_classes=0,
-        **{k: v for k, v in model.items() if k in MODEL_OVERRIDES and v is not None},
-    )
+    params, macs = variant_cost(spec.name, num_classes=0, **spec.options)
     row = make_row(
         run.id,
         model,

@@ -29,7 +29,6 @@ from vitlab.config import (
     ConfigError,
     build_trainer,
     data_errors_as_user_errors,
-    model_options,
     print_tree,
     remove_new_run_folder,
     run_command,
@@ -42,6 +41,7 @@ from vitlab.data.transforms import resize_size_for
 from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import resolve_preprocessing
+from vitlab.models.variants import ModelConfig
 from vitlab.slurm import requeued_run
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction
@@ -153,16 +153,17 @@ def resolve_data_preprocessing(cfg: DictConfig) -> None:
 
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L.LightningModule:
     """The LightningModule of ``cfg.task``: classification (default) or masked patch prediction."""
+    model = ModelConfig.from_config(cfg.model)
     shared = dict(
-        model_name=cfg.model.name,
-        model_options=model_options(cfg.model),
-        pretrained=cfg.model.get("pretrained_file") or cfg.model.pretrained,
+        model_name=model.name,
+        model_options=model.options,
+        pretrained=model.weights,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
     )
     task = cfg.get("task") or {"name": "classify"}
-    with weights_errors_as_user_errors(cfg.model.pretrained):
+    with weights_errors_as_user_errors(model.pretrained):
         if task["name"] == "mpp":
             options = {key: value for key, value in task.items() if key != "name"}
             module: L.LightningModule = MaskedPatchPrediction(**shared, **options)
@@ -171,7 +172,7 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L
                 **shared,
                 num_classes=num_classes,
                 class_names=class_names,
-                freeze_backbone=cfg.model.freeze_backbone,
+                freeze_backbone=model.freeze_backbone,
                 label_smoothing=cfg.label_smoothing,
                 data_config=_data_config(cfg),
             )
@@ -278,9 +279,8 @@ def train(
     finally:
         finish_wandb()
     confusion = getattr(module, "confusion", {})  # classification only
-    params, macs = variant_cost(
-        cfg.model.name, num_classes=datamodule.num_classes, **model_options(cfg.model)
-    )
+    model = ModelConfig.from_config(cfg.model)
+    params, macs = variant_cost(model.name, num_classes=datamodule.num_classes, **model.options)
     results = {
         "model": cfg.model.name,
         "patch_size": cfg.model.patch_size,

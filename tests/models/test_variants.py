@@ -1,9 +1,12 @@
-"""The Table 1 registry: shapes, parameter counts and the hybrid."""
+"""The Table 1 registry: shapes, parameter counts, the hybrid, and the model config's shape."""
+
+import inspect
 
 import pytest
 import torch
 
-from vitlab.models import MODEL_SIZES, available_models, create_model
+from vitlab.models import MODEL_SIZES, ModelConfig, VisionTransformer, available_models, create_model
+from vitlab.models.variants import ARCHITECTURE_OPTIONS
 
 
 def count_parameters(name: str, **overrides) -> int:
@@ -69,3 +72,40 @@ def test_unknown_variant_and_option_names_list_the_valid_ones():
         "vit_h14",
         "r50_vit_b16",
     } <= set(available_models())
+
+
+def test_architecture_options_are_vision_transformers_own_keyword_arguments():
+    """One source: a new argument of VisionTransformer is a create_model and config option at once."""
+    arguments = {
+        p.name
+        for p in inspect.signature(VisionTransformer.__init__).parameters.values()
+        if p.kind == p.KEYWORD_ONLY
+    }
+    assert arguments - {"stem"} == ARCHITECTURE_OPTIONS  # the stem is the hybrid name's to build
+    assert ModelConfig.keys() == (ARCHITECTURE_OPTIONS - {"num_classes"}) | {
+        "name",
+        "pretrained",
+        "pretrained_file",
+        "freeze_backbone",
+    }
+
+
+def test_model_config_builds_what_create_model_builds_with_the_same_arguments():
+    node = {"_target_": "ignored", "name": "vit_ti16", "image_size": 32, "patch_size": 8, "depth": 2}
+    node |= {"pooling": "avg", "representation_size": None, "freeze_backbone": True, "pretrained": None}
+    spec = ModelConfig.from_config(node)
+    assert (spec.name, spec.freeze_backbone, spec.weights) == ("vit_ti16", True, None)
+    torch.manual_seed(0)
+    built = spec.create(num_classes=3)
+    torch.manual_seed(0)
+    direct = create_model("vit_ti16", num_classes=3, image_size=32, patch_size=8, depth=2, pooling="avg")
+    assert built.state_dict().keys() == direct.state_dict().keys()
+    for key, value in direct.state_dict().items():
+        torch.testing.assert_close(built.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_model_config_names_an_unknown_key_and_prefers_the_local_weights_file():
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['num_classes'\]"):
+        ModelConfig.from_config({"name": "vit_ti16", "num_classes": 3})  # the data's to say
+    spec = ModelConfig.from_config({"name": "vit_ti16", "pretrained": "timm:x", "pretrained_file": "x.pth"})
+    assert spec.weights == "x.pth"

@@ -13,7 +13,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vitlab.models import create_model
 from vitlab.training.module import ViTClassifier
-from vitlab.viz.attention import attention_rollout, save_attention_overlays, upsample_to_image
+from vitlab.viz.attention import (
+    attention_overlays,
+    attention_rollout,
+    save_attention_overlays,
+    upsample_to_image,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "attention_maps.py"
 TINY = dict(image_size=32, patch_size=8, num_classes=3, depth=2)
@@ -110,3 +115,19 @@ def test_script_writes_a_png_per_image_and_logs_them_to_offline_wandb(
         assert imread(png).std() > 0
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     assert list(run_dir.glob("*.wandb"))
+
+
+def test_an_overlay_is_the_picture_blended_with_the_rollouts_colours(model):
+    """The one drawing of an overlay (PNGs and W&B reports): at the most attended pixel the colour
+    map's top colour, at the least its bottom one, each mixed with the picture at alpha."""
+    from matplotlib import colormaps
+
+    picture = torch.rand(3, 32, 32)
+    images = torch.randn(1, 3, 32, 32)
+    (overlay,) = attention_overlays(model, images, [picture], alpha=0.3)
+    heat = upsample_to_image(attention_rollout(model, images), 32)[0]
+    jet = colormaps["jet"]
+    for pixel, value in ((heat.argmax(), 1.0), (heat.argmin(), 0.0)):
+        y, x = divmod(int(pixel), 32)
+        expected = 0.7 * picture[:, y, x] + 0.3 * torch.tensor(jet(value)[:3], dtype=torch.float32)
+        torch.testing.assert_close(overlay[:, y, x], expected)

@@ -1,12 +1,15 @@
-"""Table 1 of the paper as data, ``create_model`` (the one way code builds a ViT) and the reverse
-question: which variant fits a checkpoint's shapes."""
+"""Table 1 of the paper as data, ``create_model`` (the one way code builds a ViT), the shape of a
+model config (``ModelConfig``: what ``model:`` in the configs holds, read off ``create_model`` and
+``VisionTransformer``'s own arguments) and the reverse question: which variant fits a checkpoint's
+shapes."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import Tensor
@@ -75,14 +78,23 @@ def resolve_variant(name: str) -> tuple[ModelSize, int, bool]:
     )
 
 
+# What create_model lets a caller set: VisionTransformer's own keyword arguments, except a hybrid's
+# ResNet stem, which the name builds. A new argument of VisionTransformer is an option at once.
+ARCHITECTURE_OPTIONS: frozenset[str] = frozenset(
+    p.name
+    for p in inspect.signature(VisionTransformer.__init__).parameters.values()
+    if p.kind == p.KEYWORD_ONLY
+) - {"stem"}
+
+
 def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
     """The ``VisionTransformer`` keyword arguments for a variant, before any weights are loaded."""
     size, patch_size, hybrid = resolve_variant(name)
     kwargs: dict[str, Any] = {**asdict(size), "patch_size": patch_size}
-    unknown = set(overrides) - MODEL_OVERRIDES
+    unknown = set(overrides) - ARCHITECTURE_OPTIONS
     if unknown:
         raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for create_model: allowed are {sorted(MODEL_OVERRIDES)}."
+            f"unknown option(s) {sorted(unknown)} for create_model: allowed are {sorted(ARCHITECTURE_OPTIONS)}."
         )
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     if hybrid:
@@ -95,27 +107,6 @@ def model_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
         kwargs["patch_size"] //= stem.stride  # patches of the stem's feature map
         kwargs["stem"] = stem
     return kwargs
-
-
-# What create_model lets a caller change (a model config's other keys are not model shape options).
-MODEL_OVERRIDES = {
-    "num_classes",
-    "image_size",
-    "patch_size",
-    "in_channels",
-    "dropout",
-    "attn_dropout",
-    "drop_path",
-    "pooling",
-    "representation_size",
-    "depth",
-    "dim",
-    "mlp_dim",
-    "heads",
-    "tokenizer",
-    "attention",
-    "position_embedding",
-}
 
 
 def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> VisionTransformer:
@@ -137,6 +128,51 @@ def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> 
                 f"variant (image size and class count may differ; they are adapted)."
             ) from None
     return model
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ``model:`` config node (conf/model/): the variant, its weights, freezing, and the
+    architecture options, each named as ``create_model`` and ``VisionTransformer`` name it.
+
+    The class count is not among them: it comes from the data. ``null`` options take the variant's
+    value (Table 1), as ``create_model`` does. Checkpoints store ``name`` and ``options`` (as
+    ``model_name`` and ``model_options``), so a trained model is rebuilt from the same shape.
+    """
+
+    name: str
+    pretrained: str | None = None  # a file, torchvision:<ENUM> or timm:<name>
+    pretrained_file: str | None = None  # a local copy of a named source's weights (offline)
+    freeze_backbone: bool = False  # train only the head (the classifier task's; ignored by others)
+    options: dict[str, Any] = field(default_factory=dict)  # VisionTransformer's arguments
+
+    @staticmethod
+    def keys() -> frozenset[str]:
+        """Every key a model config may hold."""
+        own = {f.name for f in fields(ModelConfig)} - {"options"}
+        return frozenset(own | ARCHITECTURE_OPTIONS - {"num_classes"})
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any]) -> ModelConfig:
+        """From a model config node (a DictConfig or a plain dict, e.g. a W&B run's config); keys
+        starting with ``_`` are Hydra's. An unknown key is a ValueError naming it."""
+        keys = {str(k) for k in node if not str(k).startswith("_")}
+        unknown = keys - cls.keys()
+        if unknown:
+            raise ValueError(f"unknown model option(s) {sorted(unknown)}: allowed are {sorted(cls.keys())}.")
+        own = {f.name for f in fields(cls)} - {"options"}
+        options = {k: node[k] for k in sorted(keys - own)}
+        return cls(**{k: node[k] for k in keys & own}, options=options)
+
+    @property
+    def weights(self) -> str | None:
+        """What to load: the local copy where given, else the named source."""
+        return self.pretrained_file or self.pretrained
+
+    def create(self, num_classes: int, load_weights: bool = True) -> VisionTransformer:
+        """``create_model`` as this config says (without weights: for checks on the meta device)."""
+        weights = self.weights if load_weights else None
+        return create_model(self.name, pretrained=weights, num_classes=num_classes, **self.options)
 
 
 def fitting_variant(checkpoint: Mapping[str, Tensor]) -> str:

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from vitlab.viz.attention import attention_rollout, upsample_to_image
+from vitlab.viz.attention import attention_overlays
 
 
 class FiniteLossCheck(L.Callback):
@@ -199,22 +199,18 @@ class WandbReports(L.Callback):
         model = pl_module.model
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
         with torch.no_grad():
-            probabilities = model(images.to(device)).softmax(-1).float().cpu()
-            heat = upsample_to_image(
-                attention_rollout(model, images.to(device)).float().cpu(), images.shape[-1]
-            )
+            probabilities = model(images.to(next(model.parameters()).device)).softmax(-1).float().cpu()
         model.train(was_training)
         mean, std = self._normalisation(trainer)
         pictures = _denormalise(images.float(), mean, std)
+        overlays = attention_overlays(model, images, list(pictures))
         names = pl_module.class_names
         table = wandb.Table(columns=["image", "attention", "actual", "predicted", "probability"])
-        for picture, heatmap, label, probs in zip(pictures, heat, labels, probabilities, strict=True):
-            overlay = 0.5 * picture + 0.5 * heatmap[None] * torch.tensor([1.0, 0.2, 0.0])[:, None, None]
+        for picture, overlay, label, probs in zip(pictures, overlays, labels, probabilities, strict=True):
             table.add_data(
                 wandb.Image(picture.permute(1, 2, 0).numpy()),
-                wandb.Image(overlay.clamp(0, 1).permute(1, 2, 0).numpy()),
+                wandb.Image(overlay.permute(1, 2, 0).numpy()),
                 names[int(label)],
                 names[int(probs.argmax())],
                 float(probs.max()),

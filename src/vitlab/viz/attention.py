@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F_v2
@@ -44,6 +45,32 @@ def upsample_to_image(maps: Tensor, image_size: int | tuple[int, int]) -> Tensor
     return (maps - low) / (high - low).clamp_min(1e-12)
 
 
+def attention_overlays(
+    model: VisionTransformer, images: Tensor, pictures: Sequence[Tensor], alpha: float = 0.5
+) -> list[Tensor]:
+    """Each picture with its attention rollout laid over it (the ``jet`` colour map at ``alpha``):
+    float ``[3, H, W]`` in [0, 1], one per image. The one drawing of an overlay, for the PNGs of
+    ``save_attention_overlays`` and the W&B reports alike.
+
+    ``images`` are the normalised model inputs ``[B, 3, S, S]``; ``pictures`` the same images for
+    display (uint8 or float in [0, 1], ``[3, H, W]`` of any size: the rollout is stretched over each).
+    """
+    if len(images) != len(pictures):
+        raise ValueError(f"{len(images)} images and {len(pictures)} pictures: pass one picture per image.")
+    was_training = model.training
+    model.eval()  # no dropout in the embeddings and blocks the rollout runs through
+    device = next(model.parameters()).device
+    maps = attention_rollout(model, images.to(device)).float().cpu()  # [B, g, g]
+    model.train(was_training)
+    overlays = []
+    for picture, heat in zip(pictures, maps, strict=True):
+        pixels = F_v2.to_dtype(picture.cpu(), torch.float32, scale=True).clamp(0, 1)  # [3, H, W]
+        heat_pixels = upsample_to_image(heat[None], tuple(pixels.shape[1:]))[0]  # [H, W]
+        colours = torch.from_numpy(colormaps["jet"](heat_pixels.numpy())[..., :3]).float().permute(2, 0, 1)
+        overlays.append((1 - alpha) * pixels + alpha * colours)
+    return overlays
+
+
 def save_attention_overlays(
     model: VisionTransformer,
     images: Tensor,
@@ -52,32 +79,23 @@ def save_attention_overlays(
     titles: Sequence[str] | None = None,
     alpha: float = 0.5,
 ) -> list[Path]:
-    """One PNG per image: the picture beside its attention rollout laid over it.
-
-    ``images`` are the normalised model inputs ``[B, 3, S, S]``; ``raw_images`` the same pictures
-    for display (uint8 or float in [0, 1], ``[3, H, W]`` of any size: the rollout is stretched over
-    each).
-    """
+    """One PNG per image: the picture beside its attention rollout laid over it
+    (``attention_overlays``; ``raw_images`` are its pictures)."""
     if not len(images) == len(raw_images) == len(paths):
         raise ValueError(
             f"{len(images)} images, {len(raw_images)} raw images and {len(paths)} paths: pass one of each per image."
         )
-    was_training = model.training
-    model.eval()  # no dropout in the embeddings and blocks the rollout runs through
-    device = next(model.parameters()).device
-    maps = attention_rollout(model, images.to(device)).float().cpu()  # [B, g, g]
-    model.train(was_training)
+    overlays = attention_overlays(model, images, raw_images, alpha)
     titles = titles or ["attention rollout"] * len(paths)
     written = []
-    for raw, heat, path, title in zip(raw_images, maps, paths, titles, strict=True):
-        pixels = F_v2.to_dtype(raw, torch.float32, scale=True).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        heat_pixels = upsample_to_image(heat[None], pixels.shape[:2])[0]  # [H, W]
+    for raw, overlaid, path, title in zip(raw_images, overlays, paths, titles, strict=True):
         figure = Figure(figsize=(6.4, 3.4), dpi=100, layout="constrained")
         picture, overlay = figure.subplots(1, 2)
-        picture.imshow(pixels)
+        picture.imshow(
+            F_v2.to_dtype(raw.cpu(), torch.float32, scale=True).clamp(0, 1).permute(1, 2, 0).numpy()
+        )
         picture.set_title("image")
-        overlay.imshow(pixels)
-        overlay.imshow(heat_pixels.numpy(), cmap="jet", alpha=alpha)
+        overlay.imshow(overlaid.permute(1, 2, 0).numpy())
         overlay.set_title(title)
         for axes in (picture, overlay):
             axes.axis("off")
