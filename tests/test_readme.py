@@ -26,9 +26,8 @@ from conftest import food101_layout, write_image
 
 from vitlab.data.streaming import read_meta
 from vitlab.models import create_model
-from vitlab.models.weights import to_timm
-
 from vitlab.models.variants import resolve_variant
+from vitlab.models.weights import to_timm
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -308,7 +308,7 @@ def test_bench_data_times_the_streamed_images_beside_the_model(streamed, tmp_pat
     assert [label.split(" (")[0] for label, _, _ in rows] == ["loader, synthetic", "loader, streaming"]
     for _, printed, workers in rows:  # enough workers for the (printed, rounded) rate, and not one more
         rate = float(printed.replace(",", ""))
-        assert int(workers) * rate >= 3000 * 0.999 and 3000 > (int(workers) - 1) * rate * 0.999
+        assert int(workers) * rate >= 3000 * 0.999 and (int(workers) - 1) * rate * 0.999 < 3000
 
 
 def test_the_converter_takes_a_food101_subset_and_refuses_bad_arguments(make_food101, tmp_path, capsys):
