@@ -60,8 +60,11 @@ def test_a_training_checkpoint_brings_its_model(compose_config, make_image_folde
         f"images={make_image_folder(n_per_class=1)}",
         config_name="analyze",
     )
+    assert cfg.model.name != "vit_ti16"  # the config's default model is another one
     results = analyze(cfg)
     assert torch.tensor(results["mean_attention_distance"]).shape == (3, 3)
+    saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert (saved["model"], saved["pretrained"]) == ("vit_ti16", None)  # the checkpoint's, not the default
 
 
 def test_hybrid_filters_are_refused_naming_the_option(compose_config):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
 from vitlab.config import ConfigError
@@ -21,14 +21,16 @@ log = logging.getLogger(__name__)
 def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
     """``(model in eval mode, its evaluation transform)`` from an entry point's config.
 
-    A checkpoint (``ckpt_path``) brings its own model and preprocessing. Otherwise the model is
-    what the model config says (``ModelConfig``), without a classifier, random (seeded by
+    A checkpoint (``ckpt_path``) brings its own model and preprocessing, and its model's name to
+    ``model.name``. Otherwise the model is what the model config says (``ModelConfig``), without a classifier, random (seeded by
     ``seed``) when no weights are named, and images are prepared as the weights expect, each of
     ``preprocessing.mean/std/interpolation/crop_pct`` the user's where set (as training does).
     """
     try:
         if cfg.ckpt_path:
             module = load_classifier(cfg.ckpt_path)
+            with open_dict(cfg):  # what is saved and logged names the checkpoint's model, not the default
+                cfg.model.name, cfg.model.pretrained = module.hparams.model_name, None
             return module.model.eval(), eval_transform_for(module)
         spec = ModelConfig.from_config(cfg.model)
         user = OmegaConf.to_container(cfg.preprocessing)
