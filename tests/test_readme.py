@@ -125,6 +125,8 @@ def shrink(args: list[str], workdir: Path) -> list[str]:
         return ["model.image_size=32", "num_images=4"]
     if kind(args) == "vitlab-fewshot":
         return ["shots=[1,5]", "seeds=2"]  # images_folder has five per class
+    if kind(args) in ("vitlab-eval", "vitlab-predict"):
+        return []  # the checkpoint brings its (tiny) model and its data config
     extra = []
     if value(args, "experiment") == "table1_sweep":
         extra.append("model=vit_ti16,vit_b32")  # fewer jobs (as the experiment's own comment shows)
