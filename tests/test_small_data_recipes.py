@@ -31,8 +31,13 @@ def test_every_ablation_composes_on_the_old_recipe_and_validates(compose_config,
 def test_v2_is_the_old_recipe_plus_the_combined_techniques(compose_config):
     v2 = compose_config("experiment=foodvision_small_data_v2", tiny=False)
     combined = compose_config("experiment=foodvision_small_data", "+ablation=combined", tiny=False)
-    for key in ("model", "data", "optimizer", "scheduler", "trainer", "callbacks"):
+    for key in ("model", "data", "optimizer", "scheduler", "callbacks"):
         assert v2[key] == combined[key], key
+    # only its schedule is shorter: 250 epochs fit the 30 minutes on 2 CPU cores (docs/results.md)
+    assert {k: v for k, v in v2.trainer.items() if k != "max_epochs"} == {
+        k: v for k, v in combined.trainer.items() if k != "max_epochs"
+    }
+    assert v2.trainer.max_epochs < combined.trainer.max_epochs
     assert v2.test_ckpt == "last" and "ema" in v2.callbacks
     assert v2.model.tokenizer == "shifted" and v2.model.attention == "lsa"
 
