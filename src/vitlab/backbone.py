@@ -22,8 +22,8 @@ def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
     """``(model in eval mode, its evaluation transform)`` from an entry point's config.
 
     A checkpoint (``ckpt_path``) brings its own model and preprocessing, and its model's name to
-    ``model.name``. Otherwise the model is what the model config says (``ModelConfig``), without a classifier, random (seeded by
-    ``seed``) when no weights are named, and images are prepared as the weights expect, each of
+    ``model.name``. Otherwise the model is what the model config says (``ModelConfig``), without a
+    classifier, random (seeded by ``seed``) when no weights are named, and images are prepared as the weights expect, each of
     ``preprocessing.mean/std/interpolation/crop_pct`` the user's where set (as training does).
     """
     try:
