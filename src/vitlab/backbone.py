@@ -23,8 +23,9 @@ def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
 
     A checkpoint (``ckpt_path``) brings its own model and preprocessing, and its model's name to
     ``model.name``. Otherwise the model is what the model config says (``ModelConfig``), without a
-    classifier, random (seeded by ``seed``) when no weights are named, and images are prepared as the weights expect, each of
-    ``preprocessing.mean/std/interpolation/crop_pct`` the user's where set (as training does).
+    classifier, random (seeded by ``seed``) when no weights are named, and images are prepared as
+    the weights expect, each of ``preprocessing.mean/std/interpolation/crop_pct`` the user's where
+    set (as training does).
     """
     try:
         if cfg.ckpt_path:
