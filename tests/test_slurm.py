@@ -93,22 +93,13 @@ def readme_slurm_command() -> list[str]:
     return [*overrides, *(o for o in TINY_RUN if o.split("=")[0] not in keys)]
 
 
-# Intermittent known failure (issue 14): in the requeued job, rank 0's W&B logger fails with
-# "ServerResponseError: run ID <id> is in use" (the preempted job's offline run still holds it), so
-# rank 0 leaves before DDP starts and rank 1 waits until the 900 s limit. Skipped until the logger
-# retries or falls back; see the closing note of this stop.
-REQUEUED_WANDB_RUN_IN_USE = pytest.mark.skip(
-    reason="requeued job: W&B run id still in use (known, intermittent)"
-)
-
-
 @pytest.fixture(scope="module")
 def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
     """Runs the README's SLURM command on the local cluster (2 jobs, each DDP over 2 CPU tasks); job 0
     gets ``scancel --signal=USR2`` in its second epoch, as SLURM warns before a preemption."""
     tmp = tmp_path_factory.mktemp("slurm_sweep")
     env = {
-        **os.environ,
+        **os.environ,  # with pytest's own WANDB_SERVICE, as from a notebook: each job starts its own
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),  # PauseAtStep
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
@@ -156,7 +147,6 @@ def results(sweep_dir: Path, job: str) -> dict:
     return json.loads((sweep_dir / job / "results.json").read_text())
 
 
-@REQUEUED_WANDB_RUN_IN_USE
 @pytest.mark.slow
 def test_the_readme_slurm_command_runs_two_jobs_each_ddp_over_two_tasks(preempted_sweep):
     summary = (preempted_sweep / "summary.md").read_text().splitlines()
@@ -164,12 +154,12 @@ def test_the_readme_slurm_command_runs_two_jobs_each_ddp_over_two_tasks(preempte
     assert sorted(p.parent.name for p in preempted_sweep.rglob("results.json")) == ["0", "1"]
     (script,) = (preempted_sweep / ".submitit").glob("*/*_submission.sh")  # one job array
     assert "--ntasks-per-node=2" in script.read_text() and "gpus" not in script.read_text()
+    assert "export SLURM_KILL_BAD_EXIT=1" in script.read_text()  # one failed task ends the job
     for job in ("0", "1"):
         (job_folder,) = (preempted_sweep / ".submitit").glob(f"*_{job}")
         assert sorted(p.name.split("_")[-2] for p in job_folder.glob("*_log.out")) == ["0", "1"]  # 2 tasks
 
 
-@REQUEUED_WANDB_RUN_IN_USE
 @pytest.mark.slow
 def test_test_metrics_of_slurm_jobs_count_every_test_image_once_across_ranks(preempted_sweep):
     for job in ("0", "1"):
@@ -180,7 +170,6 @@ def test_test_metrics_of_slurm_jobs_count_every_test_image_once_across_ranks(pre
         assert run["metrics"]["test/acc"] == pytest.approx(correct / 17)
 
 
-@REQUEUED_WANDB_RUN_IN_USE
 @pytest.mark.slow
 def test_a_job_signalled_mid_run_is_requeued_and_ends_at_the_same_step_as_one_left_alone(preempted_sweep):
     preempted, left_alone = results(preempted_sweep, "0"), results(preempted_sweep, "1")
@@ -194,7 +183,6 @@ def test_a_job_signalled_mid_run_is_requeued_and_ends_at_the_same_step_as_one_le
     assert preempted["epochs"] == left_alone["epochs"]
 
 
-@REQUEUED_WANDB_RUN_IN_USE
 @pytest.mark.slow
 def test_a_requeued_job_keeps_its_earlier_metrics_and_its_wandb_run(preempted_sweep):
     rows = (preempted_sweep / "0" / "csv" / "metrics.csv").read_text().splitlines()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,24 @@ def build_loggers(
     for name, options in (logger_cfg or {}).items():
         if not isinstance(options, DictConfig) or "_target_" not in options:
             continue
-        if options._target_.endswith("WandbLogger"):
-            loggers.append(_wandb_logger(options, run_name, group))
-        else:
-            loggers.append(instantiate(options))
+        logger = (
+            _wandb_logger(options, run_name, group)
+            if options._target_.endswith("WandbLogger")
+            else instantiate(options)
+        )
+        if logger is None:
+            continue
+        loggers.append(logger)
         log.info("logger %s: %s", name, type(loggers[-1]).__name__)
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
 
 
-def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> WandbLogger:
+def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> WandbLogger | None:
+    """The W&B logger, started now so that any failure shows here, where it cannot cost the run:
+    online, else offline with a service of its own, else offline under a fresh id (the given one
+    cannot be resumed), else no W&B logger at all (the other loggers go on)."""
     overrides: dict[str, Any] = {
         "name": options.get("name") or run_name,
         "group": options.get("group") or group,
@@ -67,20 +75,57 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
             options.save_dir,
         )
     Path(options.save_dir).mkdir(parents=True, exist_ok=True)
-    if mode == "offline":
-        _stage_media_in(Path(options.save_dir))
-    logger = _without_anonymous(instantiate(options, **overrides, offline=mode == "offline", mode=mode))
-    try:
-        logger.experiment  # noqa: B018  start the run now, so a network failure is caught here
-    except Exception as error:  # any wandb/network failure must not stop training
-        import wandb
+    _use_own_wandb_service()
+    attempts = [(mode, overrides), ("offline", overrides)]  # the second after a reset, with a clean service
+    if options.get("id"):
+        attempts.append(("offline", {**overrides, "id": None, "resume": None}))
+    for attempt, (mode, kwargs) in enumerate(attempts, start=1):
+        if mode == "offline":
+            _stage_media_in(Path(options.save_dir))
+        try:
+            logger = _without_anonymous(instantiate(options, **kwargs, offline=mode == "offline", mode=mode))
+            logger.experiment  # noqa: B018  start the run now
+            return logger
+        except Exception as error:  # any wandb/network failure must not stop training
+            _reset_wandb()
+            if attempt < len(attempts):
+                next_mode, next_kwargs = attempts[attempt]
+                fresh = " under a new run id" if "id" in next_kwargs else ""
+                log.warning(
+                    "W&B: could not start the %s run (%s); logging %s%s instead.",
+                    mode,
+                    error,
+                    next_mode,
+                    fresh,
+                )
+            else:
+                log.warning("W&B: could not start a run (%s); this run goes on without W&B.", error)
+    return None
 
-        log.warning("W&B: could not start an online run (%s); logging offline instead.", error)
-        wandb.finish()
-        _stage_media_in(Path(options.save_dir))
-        logger = _without_anonymous(instantiate(options, **overrides, offline=True, mode="offline"))
-        logger.experiment  # noqa: B018
-    return logger
+
+def _use_own_wandb_service() -> None:
+    """wandb joins the service an inherited ``WANDB_SERVICE`` names. That is meant for this process
+    and its parent, but a job started by another program that had W&B open (a SLURM job submitted
+    from a notebook, a sweep started by a test) would log into that program's service, where a run
+    of the same id it never finished stays "in use" (a requeued job resuming its run). Such a job
+    starts a service of its own."""
+    from wandb.env import SERVICE
+
+    started_by = re.match(r"[^-]+-(\d+)-", os.environ.get(SERVICE, ""))
+    if started_by and int(started_by.group(1)) not in (os.getpid(), os.getppid()):
+        log.info("W&B: not joining the service of process %s (inherited %s)", started_by.group(1), SERVICE)
+        os.environ.pop(SERVICE)
+
+
+def _reset_wandb() -> None:
+    """After a failed start: end what was started, and drop the service connection (a half-started
+    run may still hold its id there) so the next attempt starts clean."""
+    import wandb
+    from wandb.env import SERVICE
+
+    wandb.finish()
+    wandb.teardown()
+    os.environ.pop(SERVICE, None)
 
 
 def _without_anonymous(logger: WandbLogger) -> WandbLogger:
