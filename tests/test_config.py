@@ -6,6 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from vitlab.config import ConfigError, resolve_precision, validate
+from vitlab.models import ModelConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -38,7 +39,7 @@ def test_every_group_option_composes_and_validates(compose_config, override):
     required = {"data=imagefolder": "data.root=/tmp/x", "data=streaming": "data.input_dir=/tmp/x"}
     cfg = compose_config(override, required.get(override, "seed=1"), tiny=False)
     validate(cfg)
-    assert cfg.model.image_size % cfg.model.patch_size == 0
+    assert cfg.model.image_size % ModelConfig.from_config(cfg.model).patch_size == 0
 
 
 def test_image_size_follows_the_model_into_the_data(compose_config):
@@ -147,7 +148,8 @@ def test_the_shared_model_options_are_the_models_own_defaults(compose_config):
             assert value == defaults[key].default, key
     for name in options("model"):
         cfg = compose_config(f"model={name}", tiny=False)
-        assert set(shared) | {"name", "patch_size"} == set(cfg.model)  # every variant: the same shape
+        assert set(shared) | {"name"} == set(cfg.model)  # every variant: the same shape, only its name
+        assert cfg.model.patch_size is None  # Table 1's patch sizes are stated once, in the registry
 
 
 def test_analyses_and_eval_share_the_model_group_and_eval_needs_no_model_placeholder(compose_config):

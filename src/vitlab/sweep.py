@@ -180,7 +180,7 @@ def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
     params, macs = variant_cost(spec.name, num_classes=0, **spec.options)
     row = make_row(
         run.id,
-        model,
+        {"name": spec.name, "patch_size": spec.patch_size},
         run.name.split()[1:],
         hidden_overrides,
         (params, macs / 1e9),

@@ -282,8 +282,8 @@ def train(
     model = ModelConfig.from_config(cfg.model)
     params, macs = variant_cost(model.name, num_classes=datamodule.num_classes, **model.options)
     results = {
-        "model": cfg.model.name,
-        "patch_size": cfg.model.patch_size,
+        "model": model.name,
+        "patch_size": model.patch_size,
         "image_size": cfg.model.image_size,
         "num_classes": datamodule.num_classes,
         "overrides": overrides,

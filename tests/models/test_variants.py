@@ -109,3 +109,11 @@ def test_model_config_names_an_unknown_key_and_prefers_the_local_weights_file():
         ModelConfig.from_config({"name": "vit_ti16", "num_classes": 3})  # the data's to say
     spec = ModelConfig.from_config({"name": "vit_ti16", "pretrained": "timm:x", "pretrained_file": "x.pth"})
     assert spec.weights == "x.pth"
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_a_model_configs_patch_size_is_the_built_models_unless_overridden(name):
+    with torch.device("meta"):  # H/14 and the hybrids, without their memory
+        built = ModelConfig(name=name).create(num_classes=3, load_weights=False)
+    assert ModelConfig(name=name).patch_size == built.patch_size == int(name[-2:])
+    assert ModelConfig(name=name, options={"patch_size": 32}).patch_size == 32

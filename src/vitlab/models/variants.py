@@ -165,6 +165,12 @@ class ModelConfig:
         return cls(**{k: node[k] for k in keys & own}, options=options)
 
     @property
+    def patch_size(self) -> int:
+        """The patch size in pixels: the option where set, else the variant's (for a hybrid, its
+        ResNet stem's stride)."""
+        return self.options.get("patch_size") or resolve_variant(self.name)[1]
+
+    @property
     def weights(self) -> str | None:
         """What to load: the local copy where given, else the named source."""
         return self.pretrained_file or self.pretrained
