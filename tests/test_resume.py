@@ -31,6 +31,8 @@ class CtrlCAtStep(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
+            # a shell's background job (cmd &) starts with SIGINT ignored; a terminal's process does not
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.SIGINT)
 '''
 
