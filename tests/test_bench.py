@@ -213,7 +213,8 @@ def test_framework_bench_times_the_small_data_recipe_against_the_bare_loop(
     bare = float(rows["bare PyTorch loop"]["epoch s (median)"])
     for label in ("Lightning, CSV", "Lightning, CSV + W&B offline"):
         overhead = float(rows[label]["overhead"].removesuffix(" %"))
-        assert overhead == pytest.approx(100 * (float(rows[label]["epoch s (median)"]) / bare - 1), abs=0.2)
+        recomputed = 100 * (float(rows[label]["epoch s (median)"]) / bare - 1)  # from the rounded seconds
+        assert overhead == pytest.approx(recomputed, rel=5e-3, abs=0.2)
     assert len(list((tmp_path / "bench").glob("*/*/bench.log"))) == 6  # each run's output in its own log
     assert len(list(tmp_path.rglob("offline-run-*"))) == 2  # W&B ran, offline, in the two W&B runs
 
