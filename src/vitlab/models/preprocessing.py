@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.models.weights import checkpoint_format, torchvision_weights
+from vitlab.models.weights import checkpoint_format, torchvision_weights, trained_preprocessing
 
 __all__ = ["WEIGHT_PREPROCESSING", "Preprocessing", "resolve_preprocessing", "source_preprocessing"]
 
@@ -84,6 +84,14 @@ def source_preprocessing(source: str) -> Preprocessing | None:
         return _from_torchvision(source.removeprefix("torchvision:"))
     if source.startswith("timm:"):
         return _from_timm(source)
+    trained = trained_preprocessing(source)
+    if trained is not None:  # a vitlab run's checkpoint says what it trained with
+        return Preprocessing(
+            mean=tuple(trained["mean"]),
+            std=tuple(trained["std"]),
+            interpolation=trained.get("interpolation") or "bilinear",
+            crop_pct=trained.get("crop_pct"),
+        )
     return WEIGHT_PREPROCESSING[checkpoint_format(source)]
 
 

@@ -353,6 +353,17 @@ def _read_file(source: str) -> tuple[str, StateDict]:
         return "npz", from_jax_npz({name: archive[name] for name in archive.files})
 
 
+def trained_preprocessing(path: str | os.PathLike[str]) -> Mapping[str, Any] | None:
+    """The preprocessing a vitlab training checkpoint (a Lightning ``.ckpt`` of either task, e.g.
+    ``task=mpp``'s ``last.ckpt``) was trained with, from its hyper-parameters; None for other files."""
+    if _is_npz(Path(path)):
+        return None
+    contents = _load(Path(path))
+    hyper_parameters = contents.get("hyper_parameters") if isinstance(contents, Mapping) else None
+    preprocessing = (hyper_parameters or {}).get("preprocessing")
+    return preprocessing if preprocessing and preprocessing.get("mean") is not None else None
+
+
 def checkpoint_format(path: str | os.PathLike[str]) -> str:
     """The format of a weights file, told from its keys: ``npz`` (Google's JAX release), ``vitlab``,
     ``torchvision`` or ``timm``. Cheap: ``.pt`` files are memory-mapped, not read."""
