@@ -84,7 +84,8 @@ def source_preprocessing(source: str) -> Preprocessing | None:
         return _from_torchvision(source.removeprefix("torchvision:"))
     if source.startswith("timm:"):
         return _from_timm(source)
-    trained = trained_preprocessing(source)
+    file_format = checkpoint_format(source)  # a clear error for a missing or unreadable file
+    trained = trained_preprocessing(source) if file_format == "vitlab" else None
     if trained is not None:  # a vitlab run's checkpoint says what it trained with
         return Preprocessing(
             mean=tuple(trained["mean"]),
@@ -92,7 +93,7 @@ def source_preprocessing(source: str) -> Preprocessing | None:
             interpolation=trained.get("interpolation") or "bilinear",
             crop_pct=trained.get("crop_pct"),
         )
-    return WEIGHT_PREPROCESSING[checkpoint_format(source)]
+    return WEIGHT_PREPROCESSING[file_format]
 
 
 def resolve_preprocessing(

@@ -355,9 +355,8 @@ def _read_file(source: str) -> tuple[str, StateDict]:
 
 def trained_preprocessing(path: str | os.PathLike[str]) -> Mapping[str, Any] | None:
     """The preprocessing a vitlab training checkpoint (a Lightning ``.ckpt`` of either task, e.g.
-    ``task=mpp``'s ``last.ckpt``) was trained with, from its hyper-parameters; None for other files."""
-    if _is_npz(Path(path)):
-        return None
+    ``task=mpp``'s ``last.ckpt``) was trained with, from its hyper-parameters; None for other files
+    (a readable torch file: check it with ``checkpoint_format`` first)."""
     contents = _load(Path(path))
     hyper_parameters = contents.get("hyper_parameters") if isinstance(contents, Mapping) else None
     preprocessing = (hyper_parameters or {}).get("preprocessing")
