@@ -266,7 +266,7 @@ def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
     experiment = group_config("experiment", args)
     multirun = (
         "-m" in args
-        or args[0].endswith(".sh")  # its sweep over the variants
+        or args[0].endswith("ablate_small_data.sh")  # its sweep over the variants
         or any(a.startswith("hparams_search=") for a in args)
         or experiment.get("hydra", {}).get("mode") == "MULTIRUN"
     )
@@ -317,6 +317,12 @@ def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
             assert results[-1]["epochs"] == 2  # resumed after the first epoch, trained the second
         else:
             assert set(own_options(args[1:])) <= set(results[-1]["overrides"])  # as typed, then shrunk
+        if args[0].endswith("train_small_data_v3.sh"):  # pre-training, then fine-tuning from its last.ckpt
+            pretrain, finetune = outputs(logs, "train")  # the pre-training's folder is the older
+            assert value(json.loads(pretrain.read_text())["overrides"], "experiment") == "foodvision_mpp_pretrain"
+            assert value(results[-1]["overrides"], "experiment") == "foodvision_small_data_v3"
+            used = Path(value(results[-1]["overrides"], "model.pretrained"))
+            assert used == pretrain.parent / "checkpoints" / "last.ckpt" and used.is_file()
         if value(args, "data") == "foodvision_big":
             classes = (food101(workdir) / "food-101" / "meta" / "classes.txt").read_text().split()
             assert results[-1]["num_classes"] == len(classes)  # every class, not FoodVision Mini's three

@@ -65,3 +65,27 @@ def test_bad_model_options_stop_the_run_naming_the_option(compose_config, overri
 
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(*overrides))
+
+
+def test_v3_is_the_old_recipe_fine_tuned_from_mpp_pretraining_of_the_same_backbone(compose_config):
+    v3 = compose_config("experiment=foodvision_small_data_v3", "model.pretrained=mpp.ckpt", tiny=False)
+    old = compose_config("experiment=foodvision_small_data", tiny=False)
+    pretrain = compose_config("experiment=foodvision_mpp_pretrain", tiny=False)
+    assert {k: v for k, v in v3.model.items() if k != "pretrained"} == {
+        k: v for k, v in old.model.items() if k != "pretrained"
+    }
+    assert v3.model.pretrained == "mpp.ckpt" and old.model.pretrained is None
+    for key in ("data", "optimizer", "scheduler", "callbacks"):
+        assert v3[key] == old[key], key
+    # the validated budget: 100 epochs of pre-training, then 100 of fine-tuning (docs/results.md)
+    assert v3.trainer.max_epochs == pretrain.trainer.max_epochs == 100
+    assert v3.test_ckpt == "last"
+    assert pretrain.model == {**old.model}
+
+
+def test_v3_without_its_pretraining_checkpoint_says_which_option_to_give(compose_config, monkeypatch):
+    from vitlab.config import ConfigError
+
+    monkeypatch.delenv("VITLAB_MPP_CKPT", raising=False)
+    with pytest.raises(ConfigError, match=r"model\.pretrained: .*VITLAB_MPP_CKPT.*give model\.pretrained="):
+        validate(compose_config("experiment=foodvision_small_data_v3", tiny=False))

@@ -22,7 +22,12 @@ from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    OmegaConfBaseException,
+)
 
 from vitlab.models.variants import ModelConfig
 
@@ -225,6 +230,11 @@ def _constructed(group: str, node: DictConfig, build: Callable[[], Any]) -> None
         build()
     except (ValueError, InstantiationException) as error:
         cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, InterpolationResolutionError):  # e.g. ${oc.env:VITLAB_MPP_CKPT} unset
+            raise ConfigError(
+                f"{cause.full_key}: {cause.msg.splitlines()[0]}; set it, or give {cause.full_key}=... "
+                "on the command line"
+            ) from None
         if not isinstance(cause, ValueError):
             raise
         raise _naming_options(group, node, cause) from None
