@@ -165,17 +165,19 @@ class Snapshots(L.Callback):
         self.states[trainer.global_step] = {k: v.clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.parametrize("task", ["classify", "mpp"])
 def test_a_nan_loss_stops_the_run_and_the_exception_checkpoint_holds_the_last_finite_state(
-    compose_config, tmp_path
+    compose_config, tmp_path, task
 ):
     class PoisonWeights(L.Callback):  # the loss of step 4 (epoch 1, second batch) is NaN
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if trainer.global_step == 4:
+                head = module.model.head if task == "classify" else module.colour_head
                 with torch.no_grad():
-                    module.model.head.weight.fill_(float("nan"))
+                    head.weight.fill_(float("nan"))
 
     snapshots = Snapshots()
-    cfg = compose_config("trainer.max_epochs=3", "trainer.log_every_n_steps=2", "test=false")
+    cfg = compose_config(f"task={task}", "trainer.max_epochs=3", "trainer.log_every_n_steps=2", "test=false")
     with pytest.raises(FloatingPointError, match=r"between steps 4 and 6 \(epoch 1\).*Lower optimizer.lr"):
         train(cfg, callbacks=[PoisonWeights(), snapshots])
     assert any(not torch.isfinite(v).all() for v in snapshots.states[5].values())  # NaN went unseen a while
