@@ -36,7 +36,11 @@ def options(group: str) -> list[str]:
     + ["hparams_search=optuna"],
 )
 def test_every_group_option_composes_and_validates(compose_config, override):
-    required = {"data=imagefolder": "data.root=/tmp/x", "data=streaming": "data.input_dir=/tmp/x"}
+    required = {
+        "data=imagefolder": "data.root=/tmp/x",
+        "data=streaming": "data.input_dir=/tmp/x",
+        "experiment=foodvision_small_data_v3": "model.pretrained=/tmp/mpp_last.ckpt",
+    }
     cfg = compose_config(override, required.get(override, "seed=1"), tiny=False)
     validate(cfg)
     assert cfg.model.image_size % ModelConfig.from_config(cfg.model).patch_size == 0
