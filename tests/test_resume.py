@@ -182,7 +182,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path):
 @pytest.mark.slow
 def test_compiled_training_writes_checkpoints_that_eval_and_predict_load(tmp_path, make_image_folder):
     make_image_folder(n_per_class={"train": 6, "test": 2}, size=36)
-    run(tmp_path, "train", *TRAIN, "logger=csv", "trainer.max_epochs=1", "compile=true")
+    run(tmp_path, "train", *TRAIN, "logger=csv", "trainer.max_epochs=1", "model.depth=1", "compile=true")
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert not [k for k in state if "_orig_mod" in k]  # compiled in place: the names are the model's

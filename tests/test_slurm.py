@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 import pytest
 import torch
 from conftest import CONFIG_DIR, TINY_RUN
 from hydra import compose, initialize_config_dir
 
-from vitlab.slurm import REQUEUE_CHECKPOINT, requeued_run
+from vitlab.slurm import REQUEUE_CHECKPOINT, fresh_main_port_after_requeue, requeued_run
 from vitlab.train import continue_run, train
+
+# With pytest-xdist, one worker runs every test of the session's local cluster (and starts it once).
+pytestmark = pytest.mark.xdist_group("slurm")
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -37,6 +41,26 @@ def test_slurm_jobs_ask_for_gpus_unless_the_trainer_runs_on_cpus():
     cpu = launcher_config("trainer=ddp", "trainer.accelerator=cpu", "data.num_workers=3")
     assert (cpu.tasks_per_node, cpu.gpus_per_node) == (2, None)
     assert cpu.cpus_per_task == 3 + 1  # the training process and its loader workers
+
+
+def test_each_restart_of_a_requeued_job_listens_on_a_port_of_its_own(monkeypatch):
+    # The first run's rank 0 may still hold Lightning's port, derived from the (unchanged) job id.
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # Lightning sets MASTER_PORT: none may leak
+    monkeypatch.setenv("SLURM_JOB_ID", "81234")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert fresh_main_port_after_requeue() is None
+    first = SLURMEnvironment().main_port
+    monkeypatch.delenv("MASTER_PORT")
+    ports = []
+    for restart in ("1", "2"):
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restart)
+        monkeypatch.delenv("MASTER_PORT", raising=False)
+        ports.append(fresh_main_port_after_requeue())
+        assert SLURMEnvironment().main_port == ports[-1]  # what Lightning's DDP then listens on
+    assert len({first, *ports}) == 3 and all(25000 <= p < 32000 for p in ports)
+    monkeypatch.setenv("MASTER_PORT", "12345")  # the user's port is kept
+    assert fresh_main_port_after_requeue() is None and SLURMEnvironment().main_port == 12345
 
 
 @pytest.mark.slow  # three short trainings
@@ -105,6 +129,7 @@ def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
         "WANDB_SILENT": "true",
         "PYTHONUNBUFFERED": "1",
     }
+    env.pop("MASTER_PORT", None)  # one left by an in-process Lightning run would send both jobs to one port
     command = [
         sys.executable,
         str(ROOT / "train.py"),

@@ -55,6 +55,20 @@ def requeued_run(output_dir: Path) -> bool:
     return path.is_file()
 
 
+def fresh_main_port_after_requeue() -> int | None:
+    """A requeued job keeps its job id, from which Lightning derives the DDP port (15000 + its last
+    four digits). On the same node the job's previous run may still hold that port (processes still
+    dying, the socket in TIME_WAIT): rank 0 then fails with EADDRINUSE while the other ranks wait
+    for it. So each restart takes its own port, in 25000-31999 (below Linux's ephemeral ports, above
+    Lightning's); a ``MASTER_PORT`` already set is kept. Returns the port set, if any."""
+    job_id, restarts = os.environ.get("SLURM_JOB_ID"), int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    if job_id is None or restarts == 0 or "MASTER_PORT" in os.environ:
+        return None
+    port = 25000 + (int(job_id[-4:]) + 997 * restarts) % 7000
+    os.environ["MASTER_PORT"] = str(port)
+    return port
+
+
 class RequeueOnSignal(L.Callback):
     """On SLURM's warning signal: checkpoint the run, requeue the job, exit; nothing outside SLURM.
 

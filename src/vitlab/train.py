@@ -42,7 +42,7 @@ from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import resolve_preprocessing
 from vitlab.models.variants import ModelConfig
-from vitlab.slurm import requeued_run
+from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction
 
@@ -371,6 +371,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             if not cfg.get("ckpt_path") and requeued_run(Path(cfg.paths.output_dir)):
                 with open_dict(cfg):  # a requeued SLURM job continues its run, from its folder
                     cfg.ckpt_path = str(cfg.paths.output_dir)
+                fresh_main_port_after_requeue()
             cfg, overrides = continue_run(cfg) if cfg.get("ckpt_path") else (cfg, None)
         except BaseException:
             remove_new_run_folder(cfg.paths.output_dir)  # Hydra's new folder, if nothing else is in it
