@@ -326,8 +326,11 @@ def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
         else:
             assert set(own_options(args[1:])) <= set(results[-1]["overrides"])  # as typed, then shrunk
         if args[0].endswith("train_small_data_v3.sh"):  # pre-training, then fine-tuning from its last.ckpt
-            pretrain, finetune = outputs(logs, "train")  # the pre-training's folder is the older
-            assert value(json.loads(pretrain.read_text())["overrides"], "experiment") == "foodvision_mpp_pretrain"
+            pretrain, _finetune = outputs(logs, "train")  # the pre-training's folder is the older
+            assert (
+                value(json.loads(pretrain.read_text())["overrides"], "experiment")
+                == "foodvision_mpp_pretrain"
+            )
             assert value(results[-1]["overrides"], "experiment") == "foodvision_small_data_v3"
             used = Path(value(results[-1]["overrides"], "model.pretrained"))
             assert used == pretrain.parent / "checkpoints" / "last.ckpt" and used.is_file()

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.fabric.plugins.environments import SLURMEnvironment
 import pytest
 import torch
 from conftest import CONFIG_DIR, TINY_RUN
 from hydra import compose, initialize_config_dir
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from vitlab.slurm import REQUEUE_CHECKPOINT, fresh_main_port_after_requeue, requeued_run
 from vitlab.train import continue_run, train

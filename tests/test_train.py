@@ -155,6 +155,66 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(compose_config, t
     assert resumed["epochs"] == uninterrupted["epochs"] == 3
 
 
+class LastCheckpointSteps(L.Callback):
+    """The global step that last.ckpt holds at the end of every epoch (after the checkpoint callbacks)."""
+
+    def __init__(self, checkpoints: Path) -> None:
+        self.checkpoints = checkpoints
+        self.steps: list[int | None] = []
+
+    def on_train_epoch_start(self, trainer, module):  # after the previous epoch's saves
+        self._note()
+
+    def on_train_end(self, trainer, module):
+        self._note()
+
+    def _note(self) -> None:
+        last = self.checkpoints / "last.ckpt"
+        step = torch.load(last, weights_only=True)["global_step"] if last.exists() else None
+        self.steps.append(step)
+
+
+class StopAfterEpoch(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize(
+    ("options", "stop_after", "expected"),
+    [
+        # 3 steps an epoch. The first epoch's state, then (an hour not passed) only the final one's.
+        (
+            ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4"],
+            None,
+            [None, 3, 3, 3, 12],
+        ),
+        (["callbacks.last_checkpoint.min_interval_s=0", "trainer.max_epochs=4"], None, [None, 3, 6, 9, 12]),
+        (
+            ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4"],
+            1,
+            [None, 3, 6],
+        ),  # early stop
+        (
+            ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4", "+trainer.max_steps=7"],
+            None,
+            [None, 3, 3, 7],
+        ),
+    ],
+)
+def test_last_checkpoint_is_written_first_at_most_once_an_interval_and_at_the_final_epoch(
+    compose_config, tmp_path, options, stop_after, expected
+):
+    steps = LastCheckpointSteps(tmp_path / "run" / "checkpoints")
+    callbacks = [steps] if stop_after is None else [steps, StopAfterEpoch(stop_after)]
+    results = train(compose_config(*options, "test=false"), callbacks=callbacks)
+    assert steps.steps == expected
+    assert results["global_step"] == expected[-1]
+
+
 class Snapshots(L.Callback):
     """The module's weights after every optimizer step, by global step."""
 

@@ -1,4 +1,5 @@
-"""Lightning callbacks of our own: the non-finite loss check, training speed and the W&B reports."""
+"""Lightning callbacks of our own: the non-finite loss check, the last checkpoint, training speed and
+the W&B reports."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
@@ -71,9 +73,12 @@ class FiniteLossCheck(L.Callback):
         )
 
     def _save_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        model = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        optimizers = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
-        self._finite_state = {"model": model, "optimizers": optimizers}
+        previous = self._finite_state or {}
+        current = {
+            "model": pl_module.state_dict(),
+            "optimizers": [o.state_dict() for o in trainer.optimizers],
+        }
+        self._finite_state = _copy_into(previous, current)
         self.finite_step = trainer.global_step
 
     def _restore_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -81,6 +86,65 @@ class FiniteLossCheck(L.Callback):
         pl_module.load_state_dict(self._finite_state["model"])
         for optimizer, state in zip(trainer.optimizers, self._finite_state["optimizers"], strict=True):
             optimizer.load_state_dict(state)
+
+
+def _copy_into(previous: Any, value: Any) -> Any:
+    """A copy of ``value`` (state dicts: nested dicts and lists of tensors), written into the tensors of
+    ``previous``, an earlier copy, wherever they match: no new allocation at every check (ViT-Ti/6 and
+    its AdamW state on a 2-core CPU: 4 ms a copy, against 15-20 ms for ``copy.deepcopy``)."""
+    if isinstance(value, Tensor):
+        if isinstance(previous, Tensor) and (previous.shape, previous.dtype, previous.device) == (
+            value.shape,
+            value.dtype,
+            value.device,
+        ):
+            return previous.copy_(value.detach())
+        return value.detach().clone()
+    if isinstance(value, dict):
+        earlier = previous if isinstance(previous, dict) else {}
+        return {key: _copy_into(earlier.get(key), item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        earlier = (
+            previous
+            if isinstance(previous, list | tuple) and len(previous) == len(value)
+            else [None] * len(value)
+        )
+        return type(value)(_copy_into(before, item) for before, item in zip(earlier, value, strict=True))
+    return copy.deepcopy(value)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The full training state at the end of the last epoch, to resume from: at the end of the first
+    epoch, then of an epoch at least ``min_interval_s`` seconds after the previous save, and always
+    at the end of the final one (``max_epochs``, ``max_steps`` or an early stop).
+
+    Writing every epoch cost short epochs 2 % of their time (ViT-Ti/6 with AdamW: 34 MB, 75 ms, in
+    3.5 s epochs). A crash, Ctrl-C or SLURM's signal loses nothing either way (``on_exception.ckpt``,
+    ``requeue.ckpt``); only a hard kill loses up to ``min_interval_s`` of training.
+    """
+
+    def __init__(self, min_interval_s: float = 60.0, **kwargs: Any) -> None:
+        if min_interval_s < 0:
+            raise ValueError(f"min_interval_s={min_interval_s}: must be 0 (every epoch) or more.")
+        super().__init__(**kwargs)
+        self.min_interval_s = min_interval_s
+        self._saved_at: float | None = None
+
+    @staticmethod
+    def _final_epoch(trainer: L.Trainer) -> bool:
+        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+        return (
+            trainer.should_stop
+            or (max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs)
+            or (max_steps >= 0 and trainer.global_step >= max_steps)
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        due = self._saved_at is None or now - self._saved_at >= self.min_interval_s
+        if due or self._final_epoch(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+            self._saved_at = now
 
 
 class TrainingSpeed(L.Callback):
