@@ -93,22 +93,16 @@ def _copy_into(previous: Any, value: Any) -> Any:
     ``previous``, an earlier copy, wherever they match: no new allocation at every check (ViT-Ti/6 and
     its AdamW state on a 2-core CPU: 4 ms a copy, against 15-20 ms for ``copy.deepcopy``)."""
     if isinstance(value, Tensor):
-        if isinstance(previous, Tensor) and (previous.shape, previous.dtype, previous.device) == (
-            value.shape,
-            value.dtype,
-            value.device,
-        ):
+        reusable = isinstance(previous, Tensor) and previous.shape == value.shape
+        if reusable and previous.dtype == value.dtype and previous.device == value.device:
             return previous.copy_(value.detach())
         return value.detach().clone()
     if isinstance(value, dict):
         earlier = previous if isinstance(previous, dict) else {}
         return {key: _copy_into(earlier.get(key), item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        earlier = (
-            previous
-            if isinstance(previous, list | tuple) and len(previous) == len(value)
-            else [None] * len(value)
-        )
+        same_length = isinstance(previous, list | tuple) and len(previous) == len(value)
+        earlier = previous if same_length else [None] * len(value)
         return type(value)(_copy_into(before, item) for before, item in zip(earlier, value, strict=True))
     return copy.deepcopy(value)
 
