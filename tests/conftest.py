@@ -11,11 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.version import Version
 from PIL import Image
 from slurm_cluster import slurm_cluster  # noqa: F401 - a session fixture for SLURM tests
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getvalue("dist") == "loadgroup" and Version(pytest.__version__) >= Version("9.2"):
+        # pytest-xdist 3.8 groups tests by rewriting their ids, which pytest 9.2 no longer lets it do:
+        # the SLURM tests would start one cluster per worker and collide.
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} makes pytest-xdist ignore xdist_group marks; install the "
+            "pytest that the dev extras admit: pip install -e '.[dev]'"
+        )
     # torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they still work and are
     # what vitlab.data uses until that migration, so this one named warning is not news in test runs.
     config.addinivalue_line(

@@ -22,6 +22,13 @@ import pytest
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sinfo", "sbatch", "scontrol")
 PARTITION = "debug"
+CLUSTER_NAME = "vitlab-test"
+
+
+def local_cluster_is_current() -> bool:
+    """Whether ``SLURM_CONF`` names the suite's own one-node cluster (the fixture below sets it)."""
+    conf = os.environ.get("SLURM_CONF")
+    return conf is not None and f"ClusterName={CLUSTER_NAME}\n" in Path(conf).read_text()
 
 
 def _missing_programs() -> list[str]:
@@ -59,7 +66,7 @@ def _slurm_conf(folder: Path, host: str, munge_socket: Path) -> str:
     cpus = max(os.cpu_count() or 1, 4)
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 - 1024
     return f"""\
-ClusterName=vitlab-test
+ClusterName={CLUSTER_NAME}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}

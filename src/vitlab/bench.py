@@ -44,9 +44,14 @@ Run = Callable[[], float | Sequence[float] | None]
 
 @dataclass(frozen=True)
 class Timing:
-    """The timed repeats of one run, in seconds."""
+    """The timed repeats of one run, in seconds: one tuple per repeat (several values where the run
+    timed several parts itself, e.g. the epochs of a fit)."""
 
-    seconds: tuple[float, ...]
+    repeats: tuple[tuple[float, ...], ...]
+
+    @property
+    def seconds(self) -> tuple[float, ...]:
+        return tuple(itertools.chain.from_iterable(self.repeats))
 
     @property
     def median(self) -> float:
@@ -80,7 +85,7 @@ def interleaved(
     for _ in range(warmup):
         for run in runs.values():
             run()
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[tuple[float, ...]]] = {name: [] for name in runs}
     for order in rotations(list(runs), repeats):
         for name in order:
             synchronize(device)
@@ -89,10 +94,19 @@ def interleaved(
             synchronize(device)
             elapsed = time.perf_counter() - start
             if own is None:
-                seconds[name].append(elapsed)
-            else:
-                seconds[name].extend([own] if isinstance(own, int | float) else own)
+                own = elapsed
+            seconds[name].append((own,) if isinstance(own, int | float) else tuple(own))
     return {name: Timing(tuple(values)) for name, values in seconds.items()}
+
+
+def paired_ratios(run: Timing, base: Timing) -> list[float]:
+    """Per repeat, ``run``'s median over ``base``'s: the two ran back to back in that repeat, so a
+    machine that slows down for a while (another job, thermal limits) slows both and cancels out,
+    where a ratio of overall medians would keep it."""
+    return [
+        statistics.median(ours) / statistics.median(theirs)
+        for ours, theirs in zip(run.repeats, base.repeats, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------------- model steps
