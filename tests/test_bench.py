@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 import runpy
+import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -22,6 +24,7 @@ from vitlab.bench import (
     compose_train_config,
     interleaved,
     make_step,
+    paired_differences,
     paired_ratios,
     rotations,
 )
@@ -36,10 +39,10 @@ def script(name: str) -> dict:
     return runpy.run_path(str(SCRIPTS / name), run_name="script_under_test")
 
 
-def table_rows(printed: str) -> list[dict[str, str]]:
-    """The markdown table in ``printed`` as dicts keyed by its header."""
-    lines = [line for line in printed.splitlines() if line.startswith("|")]
-    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+def table_rows(printed: str, table: int = 0) -> list[dict[str, str]]:
+    """The ``table``-th markdown table in ``printed`` as dicts keyed by its header."""
+    tables = re.findall(r"(?:^\|.*\n?)+", printed, flags=re.MULTILINE)
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in tables[table].splitlines()]
     return [dict(zip(cells[0], row, strict=True)) for row in cells[2:]]
 
 
@@ -75,6 +78,27 @@ def test_overheads_are_paired_per_repeat_so_a_slow_spell_of_the_machine_cancels_
     two_epochs = Timing(((3.0, 1.0), (2.0, 4.0)))  # a repeat's own median first
     assert paired_ratios(two_epochs, Timing(((1.0,), (2.0,)))) == pytest.approx([2.0, 1.5])
     assert two_epochs.seconds == (3.0, 1.0, 2.0, 4.0)
+
+
+def test_differences_are_paired_per_repeat_like_the_ratios():
+    lightning = Timing(((1.06, 1.04), (2.05,), (1.5,)))
+    bare = Timing(((1.0,), (2.0,), (1.45,)))
+    assert paired_differences(lightning, bare) == pytest.approx([0.05, 0.05, 0.05])
+
+
+def test_the_epoch_timer_leaves_out_validation_but_counts_the_rest_of_the_epoch(monkeypatch):
+    # The sanity check 0-1, epoch 1 from 2, its validation 5-7, epoch 2 from 8.5.
+    clock = iter([0.0, 1.0, 2.0, 5.0, 7.0, 8.5])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    timer = EpochTimer()
+    timer.on_validation_start(trainer, None)  # the sanity check, before any epoch: not subtracted
+    timer.on_validation_end(trainer, None)
+    timer.on_train_epoch_start(trainer, None)
+    timer.on_validation_start(trainer, None)
+    timer.on_validation_end(trainer, None)
+    timer.on_train_epoch_start(trainer, None)
+    assert timer.seconds == pytest.approx([4.5])  # 6.5 s, of which 2 s validating
 
 
 def test_the_median_picks_the_middle_repeat_so_one_slow_repeat_does_not_move_it():
@@ -213,7 +237,16 @@ def test_framework_bench_times_the_small_data_recipe_against_the_bare_loop(
         [
             *(f"data.root={root}", "data.num_workers=0", "data.batch_size=9", "model.image_size=32"),
             *("model.depth=1", "callbacks.model_summary=null", f"paths.log_dir={tmp_path / 'logs'}"),
-            *("--repeats", "2", "--out", str(tmp_path / "bench")),
+            *(
+                "--repeats",
+                "2",
+                "--cost-repeats",
+                "2",
+                "--cost-epochs",
+                "2",
+                "--out",
+                str(tmp_path / "bench"),
+            ),
         ]
     )
     printed = capsys.readouterr().out
@@ -226,8 +259,21 @@ def test_framework_bench_times_the_small_data_recipe_against_the_bare_loop(
         overhead = float(rows[label]["overhead"].removesuffix(" %"))
         low, high = (float(end.removesuffix(" %")) for end in rows[label]["range over repeats"].split(" .. "))
         assert low <= overhead <= high  # the median of 2 repeats' ratios lies between them
-    assert len(list((tmp_path / "bench").glob("*/*/bench.log"))) == 6  # each run's output in its own log
-    assert len(list(tmp_path.rglob("offline-run-*"))) == 2  # W&B ran, offline, in the two W&B runs
+    # Lightning's own milliseconds from the minimal-arithmetic runs, and the overhead they make over
+    # the first table's bare epoch.
+    bare_ms = 1000 * float(rows["bare PyTorch loop"]["epoch s (median)"])
+    costs = {row["run"]: row for row in table_rows(printed, table=1)}
+    assert list(costs) == list(rows) and costs["bare PyTorch loop"]["Lightning's own ms"] == "-"
+    for label in ("Lightning, CSV", "Lightning, CSV + W&B offline"):
+        own = float(costs[label]["Lightning's own ms"])
+        low, high = (float(end) for end in costs[label]["range over repeats"].split(" .. "))
+        assert low <= own <= high
+        assert float(costs[label]["overhead"].removesuffix(" %")) == pytest.approx(
+            100 * own / bare_ms,
+            abs=100 * 0.5 / bare_ms + 0.05 + 1e-9,  # own ms and % are rounded
+        )
+    assert len(list((tmp_path / "bench").glob("*/*/*/bench.log"))) == 12  # each run's output in its own log
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 4  # W&B ran, offline, in the four W&B runs
 
 
 def test_framework_bench_reports_a_bad_override_in_one_message_before_training(tmp_path):

@@ -109,6 +109,15 @@ def paired_ratios(run: Timing, base: Timing) -> list[float]:
     ]
 
 
+def paired_differences(run: Timing, base: Timing) -> list[float]:
+    """Per repeat, ``run``'s median minus ``base``'s, in seconds: what ``run`` adds, paired as in
+    ``paired_ratios``."""
+    return [
+        statistics.median(ours) - statistics.median(theirs)
+        for ours, theirs in zip(run.repeats, base.repeats, strict=True)
+    ]
+
+
 # ----------------------------------------------------------------------------------- model steps
 
 
@@ -262,6 +271,21 @@ LOGGER_RUNS: dict[str, list[str]] = {
     "Lightning, CSV + W&B offline": ["logger=[csv,wandb]", "logger.wandb.offline=true"],
 }
 BARE = "bare PyTorch loop"
+# Appended to a run's overrides to measure Lightning's own cost per epoch, not its ratio: one encoder
+# block over 2 x 2 patches, no augmentation, loading in the main process (an epoch of about 0.1 s on
+# a CPU). What Lightning adds per step and per epoch
+# (loops, hooks, logging, metrics, callbacks) does not depend on the arithmetic, while this machine's
+# noise scales with it (10-30 % between identical epochs on a shared 2-core VM), so the difference
+# of two short epochs is far steadier than the ratio of two long ones. Loading in the main process
+# keeps that cost in sight rather than hidden behind a wait for workers.
+MINIMAL_COMPUTE = [
+    "model.depth=1",
+    "model.image_size=32",
+    "model.patch_size=16",
+    "model.pretrained=null",
+    "data.train_transform=none",
+    "data.num_workers=0",
+]
 
 
 @dataclass(frozen=True)
@@ -279,12 +303,14 @@ class TrainerSettings:
 class EpochTimer(L.Callback):
     """Wall time of each training epoch inside a fit, from its start to the next one's (or to the
     end of training), so that everything Lightning does per epoch counts: its loops, logging and
-    callbacks. Also notes the settings the trainer ran with."""
+    callbacks. Validation, which the bare loop does not do, is left out (the checkpoints saved after
+    it stay in). Also notes the settings the trainer ran with."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.settings: TrainerSettings | None = None
         self._started: float | None = None
+        self._validation_started: float | None = None
 
     def _now(self, trainer: L.Trainer) -> float:
         synchronize(trainer.strategy.root_device)
@@ -295,6 +321,15 @@ class EpochTimer(L.Callback):
         if self._started is not None:
             self.seconds.append(now - self._started)
         self._started = now
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_started = self._now(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = self._now(trainer)
+        if self._started is not None and self._validation_started is not None:
+            self._started += now - self._validation_started  # as if it had not run
+        self._validation_started = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._started is not None:

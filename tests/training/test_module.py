@@ -83,6 +83,36 @@ def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
     assert module.confusion["test"].shape == (3, 3) and module.confusion["test"].sum() == 30
 
 
+def test_train_accuracy_is_the_epochs_accuracy_over_every_training_image(tmp_path):
+    # lr=0: the weights never move, so the epoch's accuracy is the model's on the whole train split.
+    data = SyntheticDataModule(
+        num_classes=3, image_size=32, train_size=40, val_size=6, test_size=6, batch_size=16, num_workers=0
+    )
+    module = ViTClassifier(
+        **MODEL, num_classes=3, class_names=data.class_names, optimizer=partial(torch.optim.SGD, lr=0.0)
+    )
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, data)
+    module.eval()
+    with torch.no_grad():
+        batches = list(data.train_dataloader())
+        correct = sum(int((module(images).argmax(1) == labels).sum()) for images, labels in batches)
+    logged = [
+        row["train/acc"]
+        for row in read_csv_history(next(tmp_path.rglob("metrics.csv")))
+        if "train/acc" in row
+    ]
+    assert len(logged) == 2  # once per epoch, reset in between (else the second would count 80 images)
+    assert logged == pytest.approx([correct / 40] * 2)
+
+
 def test_training_without_an_optimizer_is_a_clear_error():
     with pytest.raises(ValueError, match="without an optimizer"):
         ViTClassifier(**MODEL, num_classes=3).configure_optimizers()
