@@ -9,6 +9,7 @@ cluster cannot be had, the tests that need it skip with the reason.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -59,7 +60,9 @@ def _free_port() -> int:
 
 def _slurm_conf(folder: Path, host: str, munge_socket: Path) -> str:
     # cred_expire: a requeued job may start again after this many seconds (default 120);
-    # sched_interval: the scheduler looks at pending jobs this often (default 60 s).
+    # sched_interval: the scheduler looks at pending jobs this often (default 60 s);
+    # FirstJobId: random, because Lightning takes a job's DDP port from the last 4 digits of its id,
+    # so two clusters on one machine (two test sessions) numbering jobs from 1 would share ports.
     """One node (this host at 127.0.0.1) with most of its memory and at least 4 CPUs, so that two
     2-task jobs run side by side even on a 2-core machine (``config_overrides`` lets the node claim
     more CPUs than it has), and one partition."""
@@ -67,6 +70,7 @@ def _slurm_conf(folder: Path, host: str, munge_socket: Path) -> str:
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 - 1024
     return f"""\
 ClusterName={CLUSTER_NAME}
+FirstJobId={random.randrange(1, 10_000)}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}

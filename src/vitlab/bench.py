@@ -12,17 +12,18 @@ doing the same arithmetic, for the framework's overhead.
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal
+from typing import Literal, TextIO
 
 import lightning as L
 import torch
@@ -271,13 +272,15 @@ LOGGER_RUNS: dict[str, list[str]] = {
     "Lightning, CSV + W&B offline": ["logger=[csv,wandb]", "logger.wandb.offline=true"],
 }
 BARE = "bare PyTorch loop"
-# Appended to a run's overrides to measure Lightning's own cost per epoch, not its ratio: one encoder
-# block over 2 x 2 patches, no augmentation, loading in the main process (an epoch of about 0.1 s on
-# a CPU). What Lightning adds per step and per epoch
-# (loops, hooks, logging, metrics, callbacks) does not depend on the arithmetic, while this machine's
-# noise scales with it (10-30 % between identical epochs on a shared 2-core VM), so the difference
-# of two short epochs is far steadier than the ratio of two long ones. Loading in the main process
-# keeps that cost in sight rather than hidden behind a wait for workers.
+# Appended to a run's overrides to measure Lightning's own cost per epoch, not its ratio: one block
+# over 2 x 2 patches, no augmentation, loading in the main process (an epoch of about 0.15 s on a
+# CPU). What Lightning adds per step and per epoch (loops, hooks, logging, metrics, callbacks) does
+# not depend on the arithmetic, while this machine's noise scales with it (10-30 % between identical
+# epochs on a shared 2-core VM), so the difference of two short epochs is far steadier than the
+# ratio of two long ones (with all 6 blocks of the small-data recipe the same difference ranged over
+# 200 ms between repeats). What scales with the parameters is undercounted: the finite-state copies
+# cost about 10 ms per epoch at 6 blocks and 2.5 ms at one (cProfile). Loading in the main process
+# keeps its cost in sight rather than hidden behind a wait for workers.
 MINIMAL_COMPUTE = [
     "model.depth=1",
     "model.image_size=32",
@@ -342,6 +345,26 @@ class EpochTimer(L.Callback):
             accumulate_grad_batches=trainer.accumulate_grad_batches,
             batches_per_epoch=int(trainer.num_training_batches),
         )
+
+
+@contextmanager
+def lightning_logs_into(stream: TextIO) -> Iterator[None]:
+    """Lightning's log lines (seeds, devices, "max_epochs reached") into ``stream``: its handlers
+    hold the ``sys.stderr`` of import time, which ``redirect_stderr`` does not reach."""
+    handlers = [
+        handler
+        for name in ("lightning.pytorch", "lightning.fabric")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    previous = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, previous, strict=True):
+            handler.setStream(old)
 
 
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
@@ -431,7 +454,12 @@ def framework_epochs(
     def logged(run: Callable[[Path], list[float]]) -> list[float]:
         run_dir = out_dir / str(next(numbers))
         run_dir.mkdir(parents=True)
-        with open(run_dir / "bench.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+        with (
+            open(run_dir / "bench.log", "w") as log,
+            redirect_stdout(log),
+            redirect_stderr(log),
+            lightning_logs_into(log),
+        ):
             return run(run_dir)[warmup_epochs:]
 
     def lightning(logger_overrides: Sequence[str]) -> Run:
