@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="keep the runs' folders under DIR/<time> (default: a temporary folder)",
     )
     parser.add_argument("--no-wandb", action="store_true", help="compare with the CSV logger only")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before and after the options
 
     overrides = [*DEFAULT_OVERRIDES, *args.overrides]
     cost_overrides = [*overrides, *MINIMAL_COMPUTE, f"trainer.max_epochs={args.cost_epochs + 1}"]

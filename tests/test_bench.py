@@ -236,21 +236,14 @@ def test_framework_bench_times_the_small_data_recipe_against_the_bare_loop(
     script("bench_framework.py")["main"](
         [
             *(f"data.root={root}", "data.num_workers=0", "data.batch_size=9", "model.image_size=32"),
-            *("model.depth=1", "callbacks.model_summary=null", f"paths.log_dir={tmp_path / 'logs'}"),
-            *(
-                "--repeats",
-                "2",
-                "--cost-repeats",
-                "2",
-                "--cost-epochs",
-                "2",
-                "--out",
-                str(tmp_path / "bench"),
-            ),
+            *("model.depth=1", "callbacks.model_summary=null"),
+            *("--repeats", "2", "--cost-repeats", "2", "--cost-epochs", "2"),
+            *("--out", str(tmp_path / "bench"), f"paths.log_dir={tmp_path / 'logs'}"),  # overrides may follow
         ]
     )
     printed = capsys.readouterr().out
     assert printed.startswith("experiment=foodvision_small_data trainer.max_epochs=2 data.root=")
+    assert f"model.depth=1 callbacks.model_summary=null paths.log_dir={tmp_path / 'logs'};" in printed
     rows = {row["run"]: row for row in table_rows(printed)}
     assert list(rows) == ["bare PyTorch loop", "Lightning, CSV", "Lightning, CSV + W&B offline"]
     assert all(row["epochs timed"] == "2" for row in rows.values())  # 2 repeats x (2 epochs - 1 warm-up)
