@@ -1,6 +1,7 @@
 """ViTClassifier: loss, metrics, predictions and freezing."""
 
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -50,21 +51,34 @@ def test_soft_targets_and_label_smoothing_give_the_expected_loss():
     assert soft > hard
 
 
-def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
+def fit_two_epochs(
+    tmp_path: Path, optimizer: partial, train_size: int = 32, **trainer_options: object
+) -> tuple[L.Trainer, ViTClassifier, SyntheticDataModule]:
+    """Two epochs on 3 classes of synthetic 32 px images (30 validation and 30 test), logged to CSV."""
     data = SyntheticDataModule(
-        num_classes=3, image_size=32, train_size=32, val_size=30, test_size=30, batch_size=16, num_workers=0
+        num_classes=3,
+        image_size=32,
+        train_size=train_size,
+        val_size=30,
+        test_size=30,
+        batch_size=16,
+        num_workers=0,
     )
-    module = ViTClassifier(
-        **MODEL, num_classes=3, class_names=data.class_names, optimizer=partial(torch.optim.AdamW, lr=1e-3)
-    )
+    module = ViTClassifier(**MODEL, num_classes=3, class_names=data.class_names, optimizer=optimizer)
     trainer = L.Trainer(
         max_epochs=2,
         logger=CSVLogger(tmp_path),
         enable_checkpointing=False,
         enable_progress_bar=False,
         default_root_dir=tmp_path,
+        **trainer_options,
     )
     trainer.fit(module, data)
+    return trainer, module, data
+
+
+def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
+    trainer, module, data = fit_two_epochs(tmp_path, partial(torch.optim.AdamW, lr=1e-3))
     metrics = trainer.callback_metrics
     assert {
         "train/loss",
@@ -85,21 +99,9 @@ def test_fit_logs_metrics_confusion_matrix_and_the_best_accuracy(tmp_path):
 
 def test_train_accuracy_is_the_epochs_accuracy_over_every_training_image(tmp_path):
     # lr=0: the weights never move, so the epoch's accuracy is the model's on the whole train split.
-    data = SyntheticDataModule(
-        num_classes=3, image_size=32, train_size=40, val_size=6, test_size=6, batch_size=16, num_workers=0
+    _, module, data = fit_two_epochs(
+        tmp_path, partial(torch.optim.SGD, lr=0.0), train_size=40, limit_val_batches=0
     )
-    module = ViTClassifier(
-        **MODEL, num_classes=3, class_names=data.class_names, optimizer=partial(torch.optim.SGD, lr=0.0)
-    )
-    trainer = L.Trainer(
-        max_epochs=2,
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, data)
     module.eval()
     with torch.no_grad():
         batches = list(data.train_dataloader())
