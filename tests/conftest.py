@@ -13,15 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from PIL import Image
 from slurm_cluster import slurm_cluster  # noqa: F401 - a session fixture for SLURM tests
 
 
+def admitted_pytest() -> SpecifierSet:
+    """The pytest versions the dev extras admit (pyproject.toml is their one source)."""
+    return next(r.specifier for r in map(Requirement, requires("vitlab") or []) if r.name == "pytest")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    admitted = next(r.specifier for r in map(Requirement, requires("vitlab") or []) if r.name == "pytest")
-    if config.getvalue("dist") == "loadgroup" and not admitted.contains(pytest.__version__):
-        # e.g. pytest 9.2 makes pytest-xdist 3.8 ignore xdist_group (its ids are no longer rewritable):
-        # the SLURM tests would start one cluster per worker and collide.
+    # e.g. pytest 9.2 makes pytest-xdist 3.8 ignore xdist_group (its ids are no longer rewritable):
+    # the SLURM tests would start one cluster per worker and collide. Checked only under loadgroup.
+    admitted = admitted_pytest() if config.getvalue("dist") == "loadgroup" else None
+    if admitted is not None and not admitted.contains(pytest.__version__):
         raise pytest.UsageError(
             f"pytest {pytest.__version__} is outside the dev extras' pytest{admitted}, with which "
             "pytest-xdist groups tests by xdist_group: pip install -e '.[dev]'"
