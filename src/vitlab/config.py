@@ -29,6 +29,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from vitlab.errors import ConfigError, UserError
 from vitlab.models.variants import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,6 @@ def initialize_configs() -> Iterator[None]:
     else:
         with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
             yield
-
-
-class UserError(Exception):
-    """A problem the user can fix (an option, a file, the network): one line, no traceback."""
-
-
-class ConfigError(UserError, ValueError):
-    """An invalid option value: the message names the option and how to fix it."""
 
 
 # Known-harmless output that is not the user's business, silenced by name (never a blanket filter).
