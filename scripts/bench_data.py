@@ -28,7 +28,7 @@ from hydra import compose
 from torch.utils.data import DataLoader
 
 from vitlab.bench import StepSpec, interleaved, time_steps
-from vitlab.config import initialize_configs
+from vitlab.cli.command import initialize_configs
 from vitlab.data import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
 from vitlab.data.transforms import TRAIN_PRESETS
 from vitlab.tables import markdown_table

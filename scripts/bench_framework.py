@@ -34,7 +34,7 @@ from vitlab.bench import (
     paired_differences,
     paired_ratios,
 )
-from vitlab.config import user_errors_as_messages
+from vitlab.cli.command import user_errors_exit
 from vitlab.tables import markdown_table
 
 DEFAULT_OVERRIDES = ["experiment=foodvision_small_data", "trainer.max_epochs=2"]
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger_runs = {
         label: extra for label, extra in LOGGER_RUNS.items() if not args.no_wandb or "W&B" not in label
     }
-    with tempfile.TemporaryDirectory() as temporary, user_errors_as_messages():
+    with tempfile.TemporaryDirectory() as temporary, user_errors_exit():
         out = args.out / time.strftime("%Y-%m-%d_%H-%M-%S") if args.out else Path(temporary)
         timings, settings = framework_epochs(overrides, out / "full", args.repeats, logger_runs=logger_runs)
         costs = (

@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 
 from vitlab.analyze import analyze
 from vitlab.backbone import load_backbone
-from vitlab.config import ConfigError
+from vitlab.errors import ConfigError
 from vitlab.models import create_model
 from vitlab.models.weights import to_timm
 from vitlab.training.module import ViTClassifier

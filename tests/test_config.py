@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from vitlab.config import ConfigError, resolve_precision, validate
+from vitlab.cli.validate import validate
+from vitlab.errors import ConfigError
 from vitlab.models import ModelConfig
+from vitlab.training.trainer import resolve_precision
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlab.config import ConfigError
+from vitlab.errors import ConfigError
 from vitlab.fewshot import few_shot_accuracy, fewshot, fit_least_squares, leave_one_out_errors
 
 CLASSES = ("a", "b", "c", "d")

@@ -8,7 +8,8 @@ import lightning
 import pytest
 import torch
 
-from vitlab.config import ConfigError, validate
+from vitlab.cli.validate import validate
+from vitlab.errors import ConfigError
 from vitlab.models import create_model
 from vitlab.models.weights import to_timm
 from vitlab.train import train

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitlab.config import ConfigError
+from vitlab.errors import ConfigError
 from vitlab.runs import earlier_metrics, interrupted_runs, newest_checkpoint, resolve_resume
 
 

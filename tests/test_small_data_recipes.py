@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from vitlab.config import validate
+from vitlab.cli.validate import validate
 
 ABLATIONS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "ablation").glob("*.yaml"))
 
@@ -61,7 +61,7 @@ def test_mpp_pretraining_never_validates_or_tests_and_fits_v2s_backbone(compose_
     ],
 )
 def test_bad_model_options_stop_the_run_naming_the_option(compose_config, overrides, message):
-    from vitlab.config import ConfigError
+    from vitlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(*overrides))
@@ -84,7 +84,7 @@ def test_v3_is_the_old_recipe_fine_tuned_from_mpp_pretraining_of_the_same_backbo
 
 
 def test_v3_without_its_pretraining_checkpoint_says_which_option_to_give(compose_config, monkeypatch):
-    from vitlab.config import ConfigError
+    from vitlab.errors import ConfigError
 
     monkeypatch.delenv("VITLAB_MPP_CKPT", raising=False)
     with pytest.raises(ConfigError, match=r"model\.pretrained: .*VITLAB_MPP_CKPT.*give model\.pretrained="):

@@ -1,4 +1,4 @@
-"""Hydra entry point for the paper's Figure 7: ``vitlab-analyze images=photos/ model.pretrained=...``."""
+"""The analyze command, the paper's Figure 7: ``vitlab-analyze images=photos/ model.pretrained=...``."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vitlab.backbone import load_backbone, resolve_device
-from vitlab.config import CONFIG_PATH, ConfigError, run_command, user_errors_as_messages
+from vitlab.cli.command import command
 from vitlab.data import load_image
-from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.errors import ConfigError
+from vitlab.loggers import build_loggers
 from vitlab.predict import image_files
 from vitlab.viz.figure7 import (
     embedding_filter_components,
@@ -103,22 +103,11 @@ def analyze(cfg: DictConfig) -> dict:
         group=None,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    try:
-        log_pictures(loggers, pictures)
-    finally:
-        finish_wandb()
+    log_pictures(loggers, pictures)
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="analyze")
-def hydra_main(cfg: DictConfig) -> None:
-    with user_errors_as_messages(cfg.paths.output_dir):
-        analyze(cfg)
-
-
-def main() -> None:
-    """``vitlab-analyze``."""
-    run_command(hydra_main)
+main = command("analyze", analyze)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.config import ConfigError
 from vitlab.data.transforms import Pipeline, eval_transform
+from vitlab.errors import ConfigError
 from vitlab.models import ModelConfig, VisionTransformer
 from vitlab.models.preprocessing import resolve_preprocessing
 

@@ -34,7 +34,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from vitlab.config import ConfigError, initialize_configs
+from vitlab.cli.command import initialize_configs
+from vitlab.errors import ConfigError
 from vitlab.models import create_model
 from vitlab.train import build_module, train
 

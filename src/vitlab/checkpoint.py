@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitlab.config import ConfigError
 from vitlab.data.transforms import Pipeline, eval_transform
+from vitlab.errors import ConfigError
 from vitlab.runs import UNREADABLE_CHECKPOINT, checkpoint_step
 from vitlab.training.module import ViTClassifier
 

@@ -33,3 +33,7 @@ class ExistingFileError(UserError, FileExistsError):
 
 class NetworkError(UserError, ConnectionError):
     """A download failed: the message says where from, and the offline way."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package a feature needs is not installed: the message names the pip command."""

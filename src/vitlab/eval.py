@@ -1,4 +1,4 @@
-"""Hydra entry point for evaluation: ``vitlab-eval ckpt_path=.../last.ckpt [data=...] [data.x=...]``."""
+"""The eval command: ``vitlab-eval ckpt_path=.../last.ckpt [data=...] [data.x=...]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -15,15 +14,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitlab.checkpoint import load_classifier
-from vitlab.config import (
-    CONFIG_PATH,
-    build_trainer,
-    data_errors_as_user_errors,
-    run_command,
-    user_errors_as_messages,
-)
-from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.cli.command import command
+from vitlab.errors import DataError
+from vitlab.loggers import build_loggers
 from vitlab.training.module import ViTClassifier
+from vitlab.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +53,9 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     with open_dict(cfg):
         cfg.data = data  # what the logged config shows: the data tested on
     datamodule: L.LightningDataModule = instantiate(data)
-    with data_errors_as_user_errors():
-        datamodule.prepare_data()
+    datamodule.prepare_data()
     if list(datamodule.class_names) != list(module.class_names):
-        raise ValueError(
+        raise DataError(
             f"the checkpoint's classes {module.class_names} differ from the data's {datamodule.class_names} "
             f"(data.root={data.get('root')}): evaluate on data with the classes the model was trained on."
         )
@@ -72,10 +66,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer: L.Trainer = build_trainer(cfg.trainer, logger=loggers or False)
-    try:
-        (metrics,) = trainer.test(module, datamodule=datamodule)
-    finally:
-        finish_wandb()
+    (metrics,) = trainer.test(module, datamodule=datamodule)
     confusion = module.confusion["test"]
     log.info(
         "confusion matrix (rows: true, columns: predicted; %s):\n%s", ", ".join(module.class_names), confusion
@@ -87,15 +78,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
-def hydra_main(cfg: DictConfig) -> None:
-    with user_errors_as_messages(cfg.paths.output_dir):
-        evaluate(cfg)
-
-
-def main() -> None:
-    """``vitlab-eval``."""
-    run_command(hydra_main)
+main = command("eval", evaluate)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -27,11 +26,12 @@ from rich.table import Table
 from torch import Tensor
 
 from vitlab.backbone import load_backbone, resolve_device
-from vitlab.config import CONFIG_PATH, ConfigError, run_command, user_errors_as_messages
+from vitlab.cli.command import command
 from vitlab.data import load_image
 from vitlab.data.folder import list_classes, list_samples
 from vitlab.data.transforms import Pipeline
-from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.errors import ConfigError
+from vitlab.loggers import build_loggers
 from vitlab.models import VisionTransformer
 
 log = logging.getLogger(__name__)
@@ -222,29 +222,16 @@ def log_table(cfg: DictConfig, summary: dict[int, dict[str, float]]) -> None:
     loggers = build_loggers(
         cfg.get("logger"), run_name=f"fewshot {cfg.model.name}", group=None, config=config
     )
-    try:
-        for logger in loggers:
-            logger.log_metrics({f"fewshot/{n}shot_acc": row["mean"] for n, row in summary.items()})
-            if isinstance(logger, WandbLogger):
-                columns = ["images per class", "accuracy", "min", "max", "penalty"]
-                data = [
-                    [n, row["mean"], row["min"], row["max"], row["penalty"]] for n, row in summary.items()
-                ]
-                logger.log_table(key="fewshot/table", columns=columns, data=data)
-            logger.save()
-    finally:
-        finish_wandb()
+    for logger in loggers:
+        logger.log_metrics({f"fewshot/{n}shot_acc": row["mean"] for n, row in summary.items()})
+        if isinstance(logger, WandbLogger):
+            columns = ["images per class", "accuracy", "min", "max", "penalty"]
+            data = [[n, row["mean"], row["min"], row["max"], row["penalty"]] for n, row in summary.items()]
+            logger.log_table(key="fewshot/table", columns=columns, data=data)
+        logger.save()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="fewshot")
-def hydra_main(cfg: DictConfig) -> None:
-    with user_errors_as_messages(cfg.paths.output_dir):
-        fewshot(cfg)
-
-
-def main() -> None:
-    """``vitlab-fewshot``."""
-    run_command(hydra_main)
+main = command("fewshot", fewshot)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Hydra entry point for prediction: ``vitlab-predict ckpt_path=... images=[a.jpg,photos/]``."""
+"""The predict command: ``vitlab-predict ckpt_path=... images=[a.jpg,photos/]``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.config import CONFIG_PATH, console, run_command, user_errors_as_messages
+from vitlab.cli.command import command
+from vitlab.cli.output import console
 from vitlab.data import load_image
 from vitlab.training.module import ViTClassifier
 
@@ -121,15 +121,7 @@ def predict(cfg: DictConfig) -> torch.Tensor:
     return probabilities
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
-def hydra_main(cfg: DictConfig) -> None:
-    with user_errors_as_messages(cfg.paths.output_dir):
-        predict(cfg)
-
-
-def main() -> None:
-    """``vitlab-predict``."""
-    run_command(hydra_main)
+main = command("predict", predict)
 
 
 if __name__ == "__main__":

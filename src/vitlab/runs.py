@@ -1,26 +1,155 @@
-"""Training run folders: which runs were interrupted, which checkpoint continues them, and how.
+"""Run folders: the one this command owns, which runs were interrupted or finished, and how one
+continues.
 
-A run folder (``<log_dir>/train/runs/<time>/``) holds ``checkpoints/`` and, once the run has tested
-and finished, ``results.json``. A folder with a checkpoint and no ``results.json`` is an interrupted
-run: ``ckpt_path=last`` continues the newest one, ``ckpt_path=<folder or .ckpt>`` a given one.
+Every command claims a folder of its own (``<log_dir>/<task>/runs/<time>[_N]/``, multiruns
+``.../multiruns/<time>[_N]/``) with an atomic ``mkdir``, so commands started in the same second never
+share one, and records it: on failure the command removes exactly what it created. A training run
+folder holds ``checkpoints/`` and, once the run has tested and finished, ``results.json``. A folder
+with a checkpoint and no ``results.json`` is an interrupted run: ``ckpt_path=last`` continues the
+newest one, ``ckpt_path=<folder or .ckpt>`` a given one.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
+import os
 import pickle
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
+from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, read_write
 
-from vitlab.config import ConfigError
+from vitlab.errors import ConfigError, ExistingFileError, MissingFileError
+
+log = logging.getLogger(__name__)
 
 RESULTS = "results.json"
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
+
+# ----------------------------------------------------------------------------------------------
+# The folders this command created
+
+
+_created: list[Path] = []
+
+
+def claim_folder(base: Path) -> Path:
+    """A new folder named ``base`` or, when that is taken, ``base_1``, ``base_2``, ...: created with an
+    atomic ``mkdir`` (never by waiting), and recorded as this command's own."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in range(10_000):
+        folder = base if suffix == 0 else base.with_name(f"{base.name}_{suffix}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        _created.append(folder.resolve())
+        return folder
+    raise ExistingFileError(f"{base}: 10000 folders of that name exist; clean up {base.parent}.")
+
+
+def record_created(folder: Path) -> None:
+    """Record a folder this command made (e.g. a multirun job's), to be removed if the command fails."""
+    _created.append(folder.resolve())
+
+
+def keep(folder: Path) -> None:
+    """The folder now holds work worth keeping (a checkpoint): a failure no longer removes it."""
+    resolved = folder.resolve()
+    _created[:] = [path for path in _created if path != resolved]
+
+
+def remove_created(only: Path | None = None) -> list[Path]:
+    """Remove the folders this command created (or just ``only``, if it is one of them) and that hold
+    no kept run; a sweep folder stays while any job folder is left in it. Rank 0 only."""
+    if rank_zero_only.rank != 0 or _in_ddp_child():
+        return []
+    removed = []
+    for folder in sorted(_created, key=lambda path: len(path.parts), reverse=True):  # jobs first
+        if only is not None and folder != only.resolve():
+            continue
+        _created.remove(folder)
+        if folder.is_dir() and not any(path.is_dir() and path.name.isdigit() for path in folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _in_ddp_child() -> bool:
+    """A process Lightning started for another device: its folder is rank 0's, never its own."""
+    return "LOCAL_RANK" in os.environ and os.environ["LOCAL_RANK"] != "0"
+
+
+def is_rank_zero() -> bool:
+    """Whether this process writes the run's files (rank 0, not a DDP child)."""
+    return rank_zero_only.rank == 0 and not _in_ddp_child()
+
+
+def holds_checkpoints(folder: Path) -> bool:
+    return any((folder / "checkpoints").glob("*.ckpt"))
+
+
+def holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` already holds another command's run (its config, checkpoints or results)."""
+    return folder.is_dir() and any(
+        (folder / name).exists() for name in (".hydra", "checkpoints", RESULTS, "multirun.yaml")
+    )
+
+
+class CallbackError(BaseException):
+    """Carries a ``UserError`` out of a Hydra callback, past Hydra's guard that turns a callback's
+    ``Exception`` into a warning; the command wrapper raises ``error`` in its place."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class RunFolder(HydraCallback):
+    """Gives each command a run (or sweep) folder of its own before Hydra writes anything into it.
+
+    The default ``hydra.run.dir`` / ``hydra.sweep.dir`` (a time stamp) is claimed with a suffix when
+    taken; a folder named on the command line (``hydra.run.dir=...``) that holds another run is
+    refused (``ckpt_path=`` is how a run continues in its folder)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._claim(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._claim(config, "sweep")
+
+    @staticmethod
+    def _claim(config: DictConfig, kind: str) -> None:
+        if "LOCAL_RANK" in os.environ:  # a DDP process Lightning started: rank 0 owns the folder
+            return
+        key = f"hydra.{kind}.dir"
+        node = config.hydra[kind]
+        folder = Path(str(node.dir))
+        named = any(o.split("=", 1)[0].lstrip("+~") == key for o in config.hydra.overrides.hydra)
+        if named:
+            if holds_a_run(folder):
+                raise CallbackError(
+                    ExistingFileError(
+                        f"{key}={folder} already holds another run: give a new folder, or leave {key} "
+                        "out for a fresh one (continue a run in its own folder with ckpt_path=<its folder>)."
+                    )
+                )
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                record_created(folder)
+            return
+        claimed = claim_folder(folder)
+        with read_write(node):
+            node.dir = str(claimed)
 
 
 def _load(path: Path) -> dict:
@@ -98,12 +227,33 @@ def resolve_resume(ckpt_path: str, runs_dir: Path) -> tuple[Path, Path | None]:
             )
         return checkpoint, path.resolve()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ckpt_path={ckpt_path}: no such checkpoint file or run folder. Pass a .ckpt file, a run "
             "folder, or ckpt_path=last for the newest interrupted run."
         )
     checkpoint_step(path)  # a file that is not a checkpoint fails here, in one line
     return path, run_folder(path)
+
+
+def finished_epochs(run_dir: Path) -> int | None:
+    """The epochs a finished run trained (from its results.json), or None if it did not finish."""
+    results = run_dir / RESULTS
+    if not results.is_file():
+        return None
+    return int(json.loads(results.read_text())["epochs"])
+
+
+def set_aside_name(run_dir: Path) -> str:
+    """``results_step<N>.json``: where a finished run's results go when it is trained further."""
+    step = json.loads((run_dir / RESULTS).read_text()).get("global_step", 0)
+    return f"results_step{step}.json"
+
+
+def set_aside_results(run_dir: Path) -> None:
+    """Keep a finished run's results beside the ones its continuation will write."""
+    results = run_dir / RESULTS
+    if results.is_file() and is_rank_zero():
+        results.rename(run_dir / set_aside_name(run_dir))
 
 
 def save_overrides(run_dir: Path, overrides: list[str]) -> None:

@@ -1,16 +1,14 @@
-"""Hydra entry point for training: ``python train.py model=vit_b16 trainer.devices=2``."""
+"""The train command: ``python train.py model=vit_b16 trainer.devices=2`` (``vitlab-train``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra import compose
@@ -23,28 +21,23 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vitlab import runs
-from vitlab.config import (
-    CONFIG_PATH,
-    PREPROCESSING_KEYS,
-    ConfigError,
-    build_trainer,
-    data_errors_as_user_errors,
-    print_tree,
-    remove_new_run_folder,
-    run_command,
-    user_errors_as_messages,
-    validate,
-    weights_errors_as_user_errors,
-)
+from vitlab.cli.command import command
+from vitlab.cli.output import print_tree
+from vitlab.cli.validate import validate
 from vitlab.data.datamodule import usable_cpus
 from vitlab.data.transforms import resize_size_for
-from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.errors import ConfigError
+from vitlab.loggers import build_loggers
 from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import resolve_preprocessing
 from vitlab.models.variants import ModelConfig
 from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction
+from vitlab.training.trainer import build_trainer
+
+# Data options a checkpoint must carry so that its inputs are prepared as in training.
+PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
 
 log = logging.getLogger(__name__)
 
@@ -163,19 +156,18 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L
         preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
     )
     task = cfg.get("task") or {"name": "classify"}
-    with weights_errors_as_user_errors(model.pretrained):
-        if task["name"] == "mpp":
-            options = {key: value for key, value in task.items() if key != "name"}
-            module: L.LightningModule = MaskedPatchPrediction(**shared, **options)
-        else:
-            module = ViTClassifier(
-                **shared,
-                num_classes=num_classes,
-                class_names=class_names,
-                freeze_backbone=model.freeze_backbone,
-                label_smoothing=cfg.label_smoothing,
-                data_config=_data_config(cfg),
-            )
+    if task["name"] == "mpp":
+        options = {key: value for key, value in task.items() if key != "name"}
+        module: L.LightningModule = MaskedPatchPrediction(**shared, **options)
+    else:
+        module = ViTClassifier(
+            **shared,
+            num_classes=num_classes,
+            class_names=class_names,
+            freeze_backbone=model.freeze_backbone,
+            label_smoothing=cfg.label_smoothing,
+            data_config=_data_config(cfg),
+        )
     # one image: the model summary counts its FLOPs (Lightning's default shows 0)
     size = cfg.model.image_size
     module.example_input_array = torch.zeros(1, 3, size, size)
@@ -192,16 +184,15 @@ def _continue_wandb_run(cfg: DictConfig, output_dir: Path) -> None:
 
 
 def _after_failure(error: BaseException, trainer: L.Trainer | None, output_dir: Path) -> None:
-    """A run that took no optimizer step leaves nothing behind; a later one says how to continue."""
-    if trainer is None or trainer.global_step == 0:
-        if _sweep_group() is not None:  # a multirun reports its jobs' errors only after the last job
-            log.error("job failed before its first step: %s: %s", type(error).__name__, error)
-        remove_new_run_folder(output_dir)
-        return
-    if trainer is None or rank_zero_only.rank != 0:  # a config error on resuming: nothing new to say
-        return
-    checkpoint = runs.newest_checkpoint(output_dir)
+    """A run that wrote a checkpoint keeps its folder and says how to continue; one that did not
+    leaves nothing behind (the command wrapper removes the folder it created)."""
+    checkpoint = runs.newest_checkpoint(output_dir) if trainer is not None else None
     if checkpoint is None:
+        if isinstance(error, Exception) and not isinstance(error, ConfigError):
+            log.info("nothing was trained")
+        return
+    runs.keep(output_dir)
+    if rank_zero_only.rank != 0:
         return
     interrupted = isinstance(error, KeyboardInterrupt | SystemExit)  # Lightning exits on Ctrl-C
     log.error(
@@ -235,8 +226,7 @@ def train(
         started = time.perf_counter()
 
         datamodule: L.LightningDataModule = instantiate(cfg.data, **share_cpus(cfg.data))
-        with data_errors_as_user_errors():
-            datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
+        datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         if ckpt_path:
             runs.check_fits(module.state_dict(), Path(ckpt_path))
@@ -263,6 +253,8 @@ def train(
         )
         tested = None
         if cfg.get("train", True):
+            if ckpt_path:
+                runs.set_aside_results(output_dir)  # a finished run trained further: its new result
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             if trainer.interrupted:  # should fit ever return after a Ctrl-C: never test as if finished
                 raise KeyboardInterrupt("training was interrupted")
@@ -276,8 +268,6 @@ def train(
     except BaseException as error:
         _after_failure(error, trainer, output_dir)
         raise
-    finally:
-        finish_wandb()
     confusion = getattr(module, "confusion", {})  # classification only
     model = ModelConfig.from_config(cfg.model)
     params, macs = variant_cost(model.name, num_classes=datamodule.num_classes, **model.options)
@@ -323,18 +313,17 @@ def _log_into(run_dir: Path) -> None:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == fresh:
             handler.close()
             handler.baseFilename, handler.mode = str(run_dir / Path(handler.baseFilename).name), "a"
-    if rank_zero_only.rank == 0:
-        shutil.rmtree(fresh, ignore_errors=True)
+    runs.remove_created(only=fresh)
 
 
-def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
+def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None] | None:
     """``(config, overrides)`` that continue the run ``ckpt_path`` names (``last``: the newest
-    interrupted run; a run folder; or a .ckpt file) from its checkpoint with the highest step.
+    interrupted run; a run folder; or a .ckpt file) from its checkpoint with the highest step; None
+    when it names a finished run and the command asks for no more epochs than it ran (a no-op).
 
     The run's own config is restored from its ``.hydra/overrides.yaml``, with this command's
     overrides on top (``train`` saves them back once the checkpoint fits), and it goes on in its own
-    folder.
-    A .ckpt outside a run folder continues with this command's config in a new folder.
+    folder. A .ckpt outside a run folder continues with this command's config in a new folder.
     """
     runs_dir = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
     checkpoint, run_dir = runs.resolve_resume(str(cfg.ckpt_path), runs_dir)
@@ -352,6 +341,28 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
         overrides=[*overrides, f"paths.output_dir={run_dir}", f"ckpt_path={checkpoint}"],
     )
     validate(restored)
+    finished = runs.finished_epochs(run_dir)
+    if finished is not None:
+        if restored.trainer.max_epochs in (None, -1) or restored.trainer.max_epochs <= finished:
+            log.info(
+                "the run %s finished (epoch %d of %d); its results are in %s. To train it further: "
+                "%s trainer.max_epochs=%d",
+                run_dir,
+                finished,
+                finished,
+                run_dir / runs.RESULTS,
+                runs.resume_command(run_dir),
+                2 * finished,
+            )
+            return None
+        log.info(
+            "training the finished run %s further, from epoch %d to %d: the learning-rate schedule is "
+            "recomputed for the new length; its results so far stay beside the new ones as %s",
+            run_dir,
+            finished,
+            restored.trainer.max_epochs,
+            runs.set_aside_name(run_dir),
+        )
     _log_into(run_dir)
     log.info(
         "continuing the run %s from %s (step %d); its overrides: %s; this command's on top: %s",
@@ -364,26 +375,26 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None]:
     return restored, overrides
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
-    with user_errors_as_messages(cfg.paths.output_dir):
-        try:
-            if not cfg.get("ckpt_path") and requeued_run(Path(cfg.paths.output_dir)):
-                with open_dict(cfg):  # a requeued SLURM job continues its run, from its folder
-                    cfg.ckpt_path = str(cfg.paths.output_dir)
-                fresh_main_port_after_requeue()
-            cfg, overrides = continue_run(cfg) if cfg.get("ckpt_path") else (cfg, None)
-        except BaseException:
-            remove_new_run_folder(cfg.paths.output_dir)  # Hydra's new folder, if nothing else is in it
-            raise
-        results = train(cfg, overrides=overrides)
+def run(cfg: DictConfig) -> float | None:
+    """Train as configured (or continue a run: ``ckpt_path``); returns ``optimized_metric`` for a
+    hyper-parameter search."""
+    overrides = None
+    if not cfg.get("ckpt_path") and requeued_run(Path(cfg.paths.output_dir)):
+        with open_dict(cfg):  # a requeued SLURM job continues its run, from its folder
+            cfg.ckpt_path = str(cfg.paths.output_dir)
+        fresh_main_port_after_requeue()
+    if cfg.get("ckpt_path"):
+        continued = continue_run(cfg)
+        if continued is None:  # a finished run: nothing to do, and nothing of this command is kept
+            runs.remove_created(only=Path(HydraConfig.get().runtime.output_dir))
+            return None
+        cfg, overrides = continued
+    results = train(cfg, overrides=overrides)
     metric = cfg.get("optimized_metric")  # what an Optuna sweep maximises
     return results["metrics"].get(metric) if metric else None
 
 
-def main() -> None:
-    """``vitlab-train`` and ``python train.py``."""
-    run_command(hydra_main)
+main = command("train", run)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlab.config import ConfigError, validate
+from vitlab.cli.validate import validate
+from vitlab.errors import ConfigError
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction, colour_classes, corrupt_patches
 

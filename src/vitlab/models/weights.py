@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vitlab.errors import MissingDependencyError, NetworkError
 from vitlab.models.vit import VisionTransformer
 
 __all__ = [
@@ -230,9 +231,9 @@ def resize_position_embedding(
     return torch.cat([class_pos, grid], dim=1)
 
 
-def _download_failed(source: str, error: Exception) -> ConnectionError:
+def _download_failed(source: str, error: Exception) -> NetworkError:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ConnectionError(
+    return NetworkError(
         f"model.pretrained={source}: downloading the weights failed ({reason}). Without network, copy "
         f"the weights file here and name it: model.pretrained_file=/path/to/weights.pth (the source "
         f"still sets the preprocessing)."
@@ -264,7 +265,7 @@ def _fetch_timm(model_name: str) -> StateDict:
     try:
         import timm
     except ImportError as error:
-        raise ImportError(
+        raise MissingDependencyError(
             f"'timm:{model_name}' needs timm, which vitlab does not install: `pip install timm` "
             f"(or `pip install -e .[dev]`)."
         ) from error

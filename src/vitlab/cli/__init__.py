@@ -1,0 +1,1 @@
+"""What the commands share: the one wrapper (``command``), config validation, console output."""
