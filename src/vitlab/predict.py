@@ -115,6 +115,7 @@ def predict(cfg: DictConfig) -> torch.Tensor:
             class_names,
             grid_path,
             true_labels=true_labels,
+            total=len(files),
         )
         log.info("prediction grid: %s", grid_path)
     log.info("predictions table: %s", output_dir / "predictions.csv")

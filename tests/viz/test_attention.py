@@ -16,6 +16,7 @@ from vitlab.training.module import ViTClassifier
 from vitlab.viz.attention import (
     attention_overlays,
     attention_rollout,
+    overlay_figure,
     save_attention_overlays,
     upsample_to_image,
 )
@@ -131,3 +132,10 @@ def test_an_overlay_is_the_picture_blended_with_the_rollouts_colours(model):
         y, x = divmod(int(pixel), 32)
         expected = 0.7 * picture[:, y, x] + 0.3 * torch.tensor(jet(value)[:3], dtype=torch.float32)
         torch.testing.assert_close(overlay[:, y, x], expected)
+
+
+@pytest.mark.parametrize("size", [(384, 512), (512, 341)])
+def test_a_long_title_stays_inside_the_picture(size, assert_readable):
+    picture = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
+    figure = overlay_figure(picture, torch.rand(3, *size), "rollout | pred: strawberry_shortcake (0.93)")
+    assert_readable(figure)

@@ -1,5 +1,7 @@
 """Per-run loss and accuracy curves."""
 
+import pytest
+
 from vitlab.viz.curves import CURVES, loss_curves_figure, metric_series, plot_loss_curves
 
 HISTORY = [
@@ -43,3 +45,38 @@ def test_a_run_without_epoch_metrics_still_gets_its_empty_panels(tmp_path):
     history = [{"epoch": 0, "train/loss_step": 1.0}]
     assert drawn(loss_curves_figure(history)) == {"Loss": {}, "Accuracy": {}}
     assert plot_loss_curves(history, tmp_path / "empty.png").is_file()
+
+
+def epochs(count: int) -> list[dict[str, float]]:
+    """A run's epoch-level rows, as Lightning's CSV logger writes them."""
+    return [
+        {"epoch": epoch, "val/loss": 1.0 - 0.1 * epoch, "val/acc": 0.4 + 0.1 * epoch}
+        | {"train/loss_epoch": 1.1 - 0.1 * epoch, "train/acc": 0.3 + 0.1 * epoch}
+        for epoch in range(count)
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_epochs_are_ticked_at_whole_numbers_even_for_one_epoch(count, shown_ticks, assert_readable):
+    figure = loss_curves_figure(epochs(count), title="0: vit_ti16")
+    for axes in figure.axes:
+        assert shown_ticks(axes.xaxis) == [str(epoch) for epoch in range(count)]
+    assert_readable(figure)
+
+
+def test_a_sweeps_long_title_is_rounded_and_kept_inside_the_picture(assert_readable):
+    overrides = " ".join(
+        f"{key}=0.{'1234567890' * 2}" for key in ("optimizer.lr", "optimizer.weight_decay", "model.drop_path")
+    )
+    figure = loss_curves_figure(epochs(1), title=f"12: vit_ti16 {overrides} label_smoothing=0.1 seed=3")
+    (title,) = figure.texts
+    assert title.get_text().split() == [
+        "12:",
+        "vit_ti16",
+        "optimizer.lr=0.123",
+        "optimizer.weight_decay=0.123",
+        "model.drop_path=0.123",
+        "label_smoothing=0.1",
+        "seed=3",
+    ]
+    assert_readable(figure)

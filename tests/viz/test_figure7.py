@@ -100,3 +100,19 @@ def test_hybrid_filters_are_refused_with_the_reason():
     model = create_model("r50_vit_b16", image_size=32, depth=1, dim=64, heads=2, mlp_dim=128)
     with pytest.raises(ValueError, match="hybrid's patch embedding sees 1x1 patches"):
         embedding_filter_components(model)
+
+
+@pytest.mark.parametrize(("layers", "heads", "grid"), [(1, 3, 2), (2, 3, 4), (12, 12, 14)])
+def test_each_panel_is_readable_and_depth_is_ticked_at_whole_layers(
+    layers, heads, grid, shown_ticks, assert_readable
+):
+    generator = torch.Generator().manual_seed(0)
+    distances = 224 * torch.rand(layers, heads, generator=generator)
+    figure = plot_attention_distance(distances, image_size=224)
+    ticks = shown_ticks(figure.axes[0].xaxis)
+    assert ticks and all(tick.isdigit() and 1 <= int(tick) <= layers for tick in ticks), ticks
+    assert_readable(figure)
+    assert_readable(
+        plot_position_similarity(position_similarity(torch.randn(grid * grid, 64, generator=generator)))
+    )
+    assert_readable(plot_embedding_filters(torch.randn(28, 3, 16, 16, generator=generator)))

@@ -89,18 +89,22 @@ def save_attention_overlays(
     titles = titles or ["attention rollout"] * len(paths)
     written = []
     for raw, overlaid, path, title in zip(raw_images, overlays, paths, titles, strict=True):
-        figure = Figure(figsize=(6.4, 3.4), dpi=100, layout="constrained")
-        picture, overlay = figure.subplots(1, 2)
-        picture.imshow(
-            F_v2.to_dtype(raw.cpu(), torch.float32, scale=True).clamp(0, 1).permute(1, 2, 0).numpy()
-        )
-        picture.set_title("image")
-        overlay.imshow(overlaid.permute(1, 2, 0).numpy())
-        overlay.set_title(title)
-        for axes in (picture, overlay):
-            axes.axis("off")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path)
+        overlay_figure(raw, overlaid, title).savefig(path)
         written.append(path)
     return written
+
+
+def overlay_figure(picture: Tensor, overlay: Tensor, title: str) -> Figure:
+    """One PNG of ``save_attention_overlays``: the picture (``[3, H, W]``, uint8 or float in [0, 1])
+    beside its overlay (float ``[3, H, W]``), the overlay titled ``title``."""
+    figure = Figure(figsize=(6.4, 3.4), dpi=100, layout="constrained")
+    left, right = figure.subplots(1, 2)
+    left.imshow(F_v2.to_dtype(picture.cpu(), torch.float32, scale=True).clamp(0, 1).permute(1, 2, 0).numpy())
+    left.set_title("image")
+    right.imshow(overlay.permute(1, 2, 0).numpy())
+    right.set_title(title, wrap=True)  # a long class name wraps instead of running off the right edge
+    for axes in (left, right):
+        axes.axis("off")
+    return figure

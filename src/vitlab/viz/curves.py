@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from vitlab.viz.readable import integer_ticks, round_numbers
 
 # A run's history: the rows its logger wrote (Lightning's CSV file, or W&B's history), each holding
 # only the metrics logged at that moment, plus ``epoch``.
@@ -34,11 +35,11 @@ def loss_curves_figure(history: History, title: str | None = None) -> Figure:
             if values:
                 axes.plot(epochs, values, marker="o", label=key)  # markers: a 1-epoch run is one point
         axes.set(title=panel.capitalize(), xlabel="epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(axes.xaxis)
         if axes.has_data():
             axes.legend()
-    if title:
-        figure.suptitle(title)
+    if title:  # a sweep's title holds its overrides: long, with floats as the sweep wrote them
+        figure.suptitle(round_numbers(title), wrap=True)
     return figure
 
 

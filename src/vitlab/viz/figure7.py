@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from vitlab.models.vit import VisionTransformer
+from vitlab.viz.readable import integer_ticks
 
 
 def embedding_filter_components(model: VisionTransformer, count: int = 28) -> Tensor:
@@ -131,7 +132,7 @@ def plot_position_similarity(similarity: Tensor) -> Figure:
 def plot_attention_distance(distances: Tensor, image_size: int) -> Figure:
     """Figure 7 right: every head's mean attention distance (``[L, H]``, pixels) against depth."""
     layers, heads = distances.shape
-    figure = Figure(figsize=(4.2, 3.4), dpi=100, layout="constrained")
+    figure = Figure(figsize=(5.2, 3.4), dpi=100, layout="constrained")
     axes = figure.subplots()
     colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(heads, 2)))
     for head in range(heads):
@@ -146,6 +147,9 @@ def plot_attention_distance(distances: Tensor, image_size: int) -> Figure:
     axes.set_ylabel("Mean attention distance (pixels)")
     axes.set_ylim(0, image_size)
     axes.set_xlim(0.5, layers + 0.5)
-    if heads <= 16:
-        axes.legend(fontsize=6, ncol=2, markerscale=0.8, handletextpad=0.1, loc="lower right")
+    integer_ticks(axes.xaxis)
+    if heads <= 16:  # beside the axes: inside, it hides the points of the deep layers
+        axes.legend(
+            fontsize=6, markerscale=0.8, handletextpad=0.1, loc="upper left", bbox_to_anchor=(1.01, 1)
+        )
     return figure

@@ -17,13 +17,13 @@ CORRECT, WRONG, UNKNOWN = "green", "red", "black"
 def prediction_title(
     probabilities: Tensor, class_names: Sequence[str], true_label: int | None
 ) -> tuple[str, str]:
-    """``("pred: sushi (0.93) | true: steak", colour)``: green when right, red when wrong, black
-    when the true class is unknown."""
+    """``("pred: sushi (0.93)\\ntrue: steak", colour)``: green when right, red when wrong, black
+    when the true class is unknown. Two lines: on one, two long class names run into the next panel."""
     predicted = int(probabilities.argmax())
     title = f"pred: {class_names[predicted]} ({float(probabilities[predicted]):.2f})"
     if true_label is None:
         return title, UNKNOWN
-    return f"{title} | true: {class_names[true_label]}", CORRECT if predicted == true_label else WRONG
+    return f"{title}\ntrue: {class_names[true_label]}", CORRECT if predicted == true_label else WRONG
 
 
 def save_prediction_grid(
@@ -33,9 +33,10 @@ def save_prediction_grid(
     path: Path | str,
     true_labels: Sequence[int | None] | Tensor | None = None,
     columns: int = 4,
+    total: int | None = None,
 ) -> Path:
     """``prediction_grid_figure`` saved as a PNG."""
-    figure = prediction_grid_figure(images, probabilities, class_names, true_labels, columns)
+    figure = prediction_grid_figure(images, probabilities, class_names, true_labels, columns, total)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -48,10 +49,14 @@ def prediction_grid_figure(
     class_names: Sequence[str],
     true_labels: Sequence[int | None] | Tensor | None = None,
     columns: int = 4,
+    total: int | None = None,
 ) -> Figure:
     """A grid of ``images`` (``[N, 3, H, W]`` or a list of ``[3, H, W]``, any sizes; uint8, or float
     in [0, 1], i.e. before normalisation) titled with each prediction of ``probabilities``
-    ``[N, classes]`` and, where known, the true class."""
+    ``[N, classes]`` and, where known, the true class.
+
+    ``total``: how many images these were taken from; when more than shown, the grid says so
+    ("16 of 32 shown"), lest a reader take it for all of them."""
     if len(images) != len(probabilities):
         raise ValueError(
             f"{len(images)} images but {len(probabilities)} rows of probabilities: pass one row per image."
@@ -67,6 +72,10 @@ def prediction_grid_figure(
         raise ValueError(
             f"{len(labels)} true_labels for {len(images)} images: pass one per image (None where unknown)."
         )
+    if total is not None and total < len(images):
+        raise ValueError(
+            f"total={total} but {len(images)} images are shown: total counts them and those left out."
+        )
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
     figure = Figure(figsize=(3.2 * columns, 3.4 * rows), dpi=100, layout="constrained")
@@ -78,4 +87,6 @@ def prediction_grid_figure(
         axes.set_title(title, color=colour, fontsize=9)
     for axes in panels:  # every panel, the empty ones at the end of the last row included
         axes.axis("off")
+    if total is not None and total > len(images):
+        figure.suptitle(f"{len(images)} of {total} shown")
     return figure
