@@ -141,6 +141,24 @@ TINY_RUN = [
 ]
 
 
+@pytest.fixture
+def run_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str | int | None]:
+    """``run_command(main, *argv, cwd=tmp_path)``: a command's ``main()`` run in this process as the
+    user types it (``sys.argv``), from ``cwd``; returns its exit: None on success, else SystemExit's
+    code (the ``error: ...`` line the interpreter would print). Any other exception propagates."""
+
+    def run(main: Callable[[], None], *argv: str, cwd: Path | None = None) -> str | int | None:
+        monkeypatch.chdir(cwd or tmp_path)
+        monkeypatch.setattr("sys.argv", [main.__module__, *argv])
+        try:
+            main()
+        except SystemExit as exit:
+            return exit.code
+        return None
+
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _wandb_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test may reach W&B's servers or write outside its own folder."""

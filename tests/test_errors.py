@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,25 +16,32 @@ import pytest
 import torch
 from conftest import TINY_RUN
 
+from vitlab.train import main as train_main
+
 ROOT = Path(__file__).resolve().parents[1]
 PROXIES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy")
 
 
-def fails_with_one_message(tmp_path: Path, *overrides: str, env: dict[str, str] | None = None) -> str:
-    """Run train.py; assert it failed cleanly; return its one error message."""
-    command = [sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={tmp_path / 'logs'}"]
-    clean = {k: v for k, v in os.environ.items() if k not in PROXIES}
-    result = subprocess.run(
-        command, cwd=tmp_path, env={**clean, "WANDB_MODE": "offline", **(env or {})},
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    runs = tmp_path / "logs" / "train" / "runs"
-    assert not runs.exists() or not any(runs.iterdir()), "a run folder was left behind"
-    return errors[0]
+@pytest.fixture
+def fails_with_one_message(
+    tmp_path: Path, run_command, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., str]:
+    """``fails_with_one_message(*overrides, env=...)``: run the train command in this process; assert
+    it stopped with one line (``error: ...``, no exception escaping) and left no run folder."""
+
+    def fails(*overrides: str, env: dict[str, str] | None = None) -> str:
+        for proxy in PROXIES:
+            monkeypatch.delenv(proxy, raising=False)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        code = run_command(train_main, *overrides, f"paths.log_dir={tmp_path / 'logs'}")
+        assert isinstance(code, str) and code.startswith("error: "), code
+        assert "\n" not in code, code
+        runs = tmp_path / "logs" / "train" / "runs"
+        assert not runs.exists() or not any(runs.iterdir()), "a run folder was left behind"
+        return code
+
+    return fails
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -74,8 +81,7 @@ def closed_port() -> int:
 
 def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path):
     root = tmp_path / "data" / "pizza_steak_sushi"
-    message = fails_with_one_message(
-        tmp_path, f"data.root={root}", f"data.url=http://127.0.0.1:{closed_port()}/pizza_steak_sushi.zip"
+    message = fails_with_one_message(f"data.root={root}", f"data.url=http://127.0.0.1:{closed_port()}/pizza_steak_sushi.zip"
     )
     assert "(data.url) failed" in message and f"{root}/train" in message and "VITLAB_DATA_DIR" in message
     assert not root.exists()
@@ -84,15 +90,14 @@ def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path):
 def test_a_checksum_mismatch_names_the_expected_and_the_found_digest(tmp_path, server):
     www, url = server
     (www / "data.zip").write_bytes(b"not the dataset")
-    message = fails_with_one_message(
-        tmp_path, f"data.root={tmp_path / 'd'}", f"data.url={url}/data.zip", "data.sha256=" + "0" * 64
+    message = fails_with_one_message(f"data.root={tmp_path / 'd'}", f"data.url={url}/data.zip", "data.sha256=" + "0" * 64
     )
     assert "SHA-256 of" in message and "expected " + "0" * 64 in message and "data.sha256=" in message
 
 
 def test_a_truncated_download_is_reported_as_incomplete(tmp_path, server):
     _, url = server
-    message = fails_with_one_message(tmp_path, f"data.root={tmp_path / 'd'}", f"data.url={url}/truncated.zip")
+    message = fails_with_one_message(f"data.root={tmp_path / 'd'}", f"data.url={url}/truncated.zip")
     assert "truncated.zip is" in message and "corrupt or incomplete" in message
     assert not (tmp_path / "d").exists()
 
@@ -101,7 +106,7 @@ def test_a_folder_of_loose_images_is_not_downloaded_into_and_the_layout_is_expla
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "a.jpg").write_bytes(b"\xff\xd8")
-    message = fails_with_one_message(tmp_path, f"data.root={photos}")  # the default data: FoodVision
+    message = fails_with_one_message(f"data.root={photos}")  # the default data: FoodVision
     assert "holds files but no train/ folder" in message and f"{photos}/train/<class>/<image>" in message
     assert sorted(p.name for p in photos.iterdir()) == ["a.jpg"]
 
@@ -111,24 +116,23 @@ def test_finetuning_without_network_names_the_weights_file_and_the_offline_optio
 ):
     root = make_image_folder(n_per_class=1)
     message = fails_with_one_message(
-        tmp_path,
         "experiment=foodvision_finetune",
         f"data.root={root}",
         "logger=csv",
         env={"https_proxy": f"http://127.0.0.1:{closed_port()}", "TORCH_HOME": str(tmp_path / "torch")},
     )
     assert "https://download.pytorch.org/models/vit_b_16-c867db91.pth" in message
-    assert "model.pretrained=/path/to/vit_b_16-c867db91.pth" in message
+    fix = "model.pretrained=torchvision:ViT_B_16_Weights.IMAGENET1K_V1 model.pretrained_file=/path/to/vit_b_16"
+    assert fix in message
 
 
 def test_a_misspelled_key_suggests_the_closest_valid_name(tmp_path):
-    message = fails_with_one_message(tmp_path, "trainer.max_epoch=1")
+    message = fails_with_one_message("trainer.max_epoch=1")
     assert message.startswith("error: trainer.max_epoch is not an option: did you mean trainer.max_epochs?")
 
 
 def test_an_added_misspelled_key_fails_before_seeding_logging_or_data(tmp_path):
-    message = fails_with_one_message(
-        tmp_path, "+trainer.max_epoch=1", "data=imagefolder", f"data.root={tmp_path / 'absent'}"
+    message = fails_with_one_message("+trainer.max_epoch=1", "data=imagefolder", f"data.root={tmp_path / 'absent'}"
     )
     assert "trainer.max_epoch is not an option of lightning.pytorch.Trainer" in message
     assert "did you mean trainer.max_epochs?" in message

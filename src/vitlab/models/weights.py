@@ -231,12 +231,12 @@ def resize_position_embedding(
     return torch.cat([class_pos, grid], dim=1)
 
 
-def _download_failed(source: str, error: Exception) -> NetworkError:
+def _download_failed(source: str, where: str, file: str, error: Exception) -> NetworkError:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return NetworkError(
-        f"model.pretrained={source}: downloading the weights failed ({reason}). Without network, copy "
-        f"the weights file here and name it: model.pretrained_file=/path/to/weights.pth (the source "
-        f"still sets the preprocessing)."
+        f"model.pretrained={source}: downloading the weights failed ({reason}). They come from {where}; "
+        f"without network, fetch {file} elsewhere and keep the source, which sets the preprocessing: "
+        f"model.pretrained={source} model.pretrained_file=/path/to/{file}"
     )
 
 
@@ -258,7 +258,8 @@ def _fetch_torchvision(weights_name: str) -> StateDict:
     try:
         return weights.get_state_dict(progress=True)
     except OSError as error:  # URLError, no route, refused connection
-        raise _download_failed(f"torchvision:{weights_name}", error) from error
+        url = weights.url
+        raise _download_failed(f"torchvision:{weights_name}", url, url.rsplit("/", 1)[-1], error) from error
 
 
 def _fetch_timm(model_name: str) -> StateDict:
@@ -272,7 +273,8 @@ def _fetch_timm(model_name: str) -> StateDict:
     try:
         return timm.create_model(model_name, pretrained=True).state_dict()
     except (OSError, RuntimeError) as error:  # Hugging Face Hub and URL errors, offline mode
-        raise _download_failed(f"timm:{model_name}", error) from error
+        where = f"the Hugging Face Hub (timm's {model_name})"
+        raise _download_failed(f"timm:{model_name}", where, "pytorch_model.bin", error) from error
 
 
 # (a key only that format has, its converter to vitlab names) for vitlab, torchvision and timm.
