@@ -306,10 +306,6 @@ def _check(condition: bool, option: str, value: Any, expected: str) -> None:
         )
 
 
-# Data options a checkpoint must carry so that its inputs are prepared as in training.
-PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
-
-
 @contextmanager
 def data_errors_as_user_errors() -> Iterator[None]:
     """Around ``prepare_data``: what fails there (no network, a corrupt or truncated download, a
