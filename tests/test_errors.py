@@ -81,7 +81,8 @@ def closed_port() -> int:
 
 def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path):
     root = tmp_path / "data" / "pizza_steak_sushi"
-    message = fails_with_one_message(f"data.root={root}", f"data.url=http://127.0.0.1:{closed_port()}/pizza_steak_sushi.zip"
+    message = fails_with_one_message(
+        f"data.root={root}", f"data.url=http://127.0.0.1:{closed_port()}/pizza_steak_sushi.zip"
     )
     assert "(data.url) failed" in message and f"{root}/train" in message and "VITLAB_DATA_DIR" in message
     assert not root.exists()
@@ -90,7 +91,8 @@ def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path):
 def test_a_checksum_mismatch_names_the_expected_and_the_found_digest(tmp_path, server):
     www, url = server
     (www / "data.zip").write_bytes(b"not the dataset")
-    message = fails_with_one_message(f"data.root={tmp_path / 'd'}", f"data.url={url}/data.zip", "data.sha256=" + "0" * 64
+    message = fails_with_one_message(
+        f"data.root={tmp_path / 'd'}", f"data.url={url}/data.zip", "data.sha256=" + "0" * 64
     )
     assert "SHA-256 of" in message and "expected " + "0" * 64 in message and "data.sha256=" in message
 
@@ -122,7 +124,9 @@ def test_finetuning_without_network_names_the_weights_file_and_the_offline_optio
         env={"https_proxy": f"http://127.0.0.1:{closed_port()}", "TORCH_HOME": str(tmp_path / "torch")},
     )
     assert "https://download.pytorch.org/models/vit_b_16-c867db91.pth" in message
-    fix = "model.pretrained=torchvision:ViT_B_16_Weights.IMAGENET1K_V1 model.pretrained_file=/path/to/vit_b_16"
+    fix = (
+        "model.pretrained=torchvision:ViT_B_16_Weights.IMAGENET1K_V1 model.pretrained_file=/path/to/vit_b_16"
+    )
     assert fix in message
 
 
@@ -132,7 +136,8 @@ def test_a_misspelled_key_suggests_the_closest_valid_name(tmp_path):
 
 
 def test_an_added_misspelled_key_fails_before_seeding_logging_or_data(tmp_path):
-    message = fails_with_one_message("+trainer.max_epoch=1", "data=imagefolder", f"data.root={tmp_path / 'absent'}"
+    message = fails_with_one_message(
+        "+trainer.max_epoch=1", "data=imagefolder", f"data.root={tmp_path / 'absent'}"
     )
     assert "trainer.max_epoch is not an option of lightning.pytorch.Trainer" in message
     assert "did you mean trainer.max_epochs?" in message

@@ -1,33 +1,196 @@
-"""Loading a trained ViTClassifier for evaluation and prediction."""
+"""The checkpoint format: the one place that writes and reads what a vitlab training checkpoint holds.
+
+A checkpoint is Lightning's (``global_step``, ``epoch``, ``state_dict``, ``optimizer_states`` unless
+weights only, ``hyper_parameters``) plus ``vitlab_format``, the version of what vitlab stores in it;
+checkpoints written before that key existed are version 0. It carries the data config, class names
+and preprocessing, so eval, predict and resume need nothing retyped. Every ``.pth``/``.ckpt`` file
+of the project, weights included, is read by ``load_torch_file``. This module imports no project
+module that could import it back (``models.weights`` reads files with it): the classifier is
+imported where it is built.
+"""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
 
 from vitlab.data.transforms import Pipeline, eval_transform
-from vitlab.errors import ConfigError
-from vitlab.runs import UNREADABLE_CHECKPOINT, checkpoint_step
-from vitlab.training.module import ViTClassifier
+from vitlab.errors import ConfigError, MissingFileError
+
+if TYPE_CHECKING:
+    from vitlab.training.module import ViTClassifier
+
+FORMAT_VERSION = 1  # 1: the version key itself; raise it when what is stored changes meaning
+FORMAT_KEY = "vitlab_format"
+
+# Data options a checkpoint must carry so that its inputs are prepared as in training.
+PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
+
+# What torch.load raises for a file it cannot read as tensors and plain values (torch's own message
+# then advises weights_only=False and filing an issue: not the user's fix).
+UNREADABLE_CHECKPOINT = (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
 
 
-def load_classifier(ckpt_path: str | Path, map_location: str = "cpu") -> ViTClassifier:
-    """A ``ViTClassifier`` from a Lightning checkpoint written by ``vitlab-train``, with a clear error
-    for a missing file or one that is not such a checkpoint."""
-    path = Path(ckpt_path)
+def load_torch_file(path: Path) -> Any:
+    """``torch.load`` of tensors and plain values only (no pickled code runs), memory-mapped where
+    the file allows it (zip files, since torch 1.6), so that looking at keys reads no tensor data."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+
+
+def stamp_format(checkpoint: dict[str, Any]) -> None:
+    """Mark a checkpoint being saved with the format version (a LightningModule's ``on_save_checkpoint``)."""
+    checkpoint[FORMAT_KEY] = FORMAT_VERSION
+
+
+def is_training_checkpoint(contents: Any) -> bool:
+    """Whether loaded file contents are a Lightning checkpoint (every one has a ``global_step``)."""
+    return isinstance(contents, Mapping) and "global_step" in contents
+
+
+def not_a_checkpoint(path: Path | str) -> ConfigError:
+    return ConfigError(
+        f"ckpt_path={path} is not a Lightning checkpoint written by vitlab-train: pass a .ckpt from a "
+        "run's checkpoints/ folder, or the run folder itself (model.pretrained=... takes plain weights)."
+    )
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """A stored training checkpoint, as resume, eval, predict and weight loading read it; the state
+    dict's tensors stay memory-mapped until used."""
+
+    format_version: int
+    global_step: int
+    epoch: int
+    has_optimizer_state: bool  # False for the weights-only best checkpoint
+    hyper_parameters: Mapping[str, Any]
+    state_dict: Mapping[str, Tensor]
+
+    @classmethod
+    def from_contents(cls, contents: Any, path: Path) -> TrainingCheckpoint:
+        """The view of loaded file contents: one line if they are not a checkpoint, or one written
+        in a format newer than this code reads."""
+        try:
+            stored = cls(
+                format_version=int(contents.get(FORMAT_KEY, 0)),
+                global_step=int(contents["global_step"]),
+                epoch=int(contents.get("epoch", 0)),
+                has_optimizer_state="optimizer_states" in contents,
+                hyper_parameters=dict(contents.get("hyper_parameters") or {}),
+                state_dict=contents["state_dict"],
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):  # not a mapping, or keys missing or odd
+            raise not_a_checkpoint(path) from None
+        if stored.format_version > FORMAT_VERSION:
+            raise ConfigError(
+                f"{path} was written by a newer vitlab (checkpoint format {stored.format_version}; this "
+                f"one reads formats up to {FORMAT_VERSION}): upgrade vitlab (pip install -U vitlab)."
+            )
+        return stored
+
+
+def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
+    """The checkpoint at ``path``, or one line: no such file, not a checkpoint, or a newer format."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path}: no such file. Training writes checkpoints to "
+        raise MissingFileError(
+            f"ckpt_path={path}: no such file. Training writes checkpoints to "
             "logs/train/runs/<time>/checkpoints/ (best: epoch_*.ckpt, last: last.ckpt)."
         )
-    checkpoint_step(path)  # a file that is not a Lightning checkpoint: one line saying so
     try:
-        # Our checkpoints hold only tensors and plain values: no pickled code runs on load.
-        return ViTClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except UNREADABLE_CHECKPOINT as error:  # a checkpoint this code cannot rebuild (e.g. the old hybrid)
+        contents = load_torch_file(path)
+    except UNREADABLE_CHECKPOINT:
+        raise not_a_checkpoint(path) from None
+    return TrainingCheckpoint.from_contents(contents, path)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The ``global_step`` stored in a training checkpoint."""
+    return read_training_checkpoint(path).global_step
+
+
+def carried_hyperparameters(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint carries of the run's resolved data config (plain values, so it loads with
+    ``weights_only=True``): the preprocessing, and the whole config with an absolute root, which is
+    all eval needs to test on the same data."""
+    data_config = dict(data)
+    if data_config.get("root"):
+        data_config["root"] = str(Path(data_config["root"]).expanduser().resolve())
+    return {"preprocessing": {key: data.get(key) for key in PREPROCESSING_KEYS}, "data_config": data_config}
+
+
+def preprocessing_of(hyper_parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocessing a checkpoint's run trained with ({} where none was stored)."""
+    return dict(hyper_parameters.get("preprocessing") or {})
+
+
+def data_config_of(hyper_parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The data config a checkpoint's run trained on (None where none was stored)."""
+    return hyper_parameters.get("data_config")
+
+
+def trained_preprocessing(path: str | Path) -> dict[str, Any] | None:
+    """The preprocessing a vitlab training checkpoint (of either task, e.g. ``task=mpp``'s
+    ``last.ckpt``) was trained with; None for plain weights files and checkpoints that do not say
+    (a readable torch file: check it with ``weights.checkpoint_format`` first)."""
+    contents = load_torch_file(Path(path))
+    if not is_training_checkpoint(contents):
+        return None
+    preprocessing = preprocessing_of(TrainingCheckpoint.from_contents(contents, Path(path)).hyper_parameters)
+    return preprocessing if preprocessing.get("mean") is not None else None
+
+
+def check_fits(state_dict: Mapping[str, Tensor], checkpoint: Path) -> None:
+    """One line naming the first weight whose shape differs, both shapes and the option behind it."""
+    stored = read_training_checkpoint(checkpoint).state_dict
+    for name, tensor in state_dict.items():
+        if name in stored and stored[name].shape != tensor.shape:
+            raise ConfigError(
+                f"ckpt_path={checkpoint} does not fit the model: {name} has shape "
+                f"{list(stored[name].shape)} in the checkpoint and {list(tensor.shape)} in the model "
+                f"configured now; check {_option_behind(name)} (resuming keeps the run's own values "
+                "unless the command overrides them)."
+            )
+    missing = sorted(set(state_dict) ^ set(stored))
+    if missing:
+        raise ConfigError(
+            f"ckpt_path={checkpoint} does not fit the model: weights {missing[:3]} are in only one of "
+            "them; check model= and model.depth (resuming keeps the run's own values unless overridden)."
+        )
+
+
+def _option_behind(weight_name: str) -> str:
+    if "position_embedding" in weight_name:
+        return "model.image_size and model.patch_size"
+    if "patch_embedding" in weight_name or "conv_proj" in weight_name:
+        return "model.patch_size"
+    if "head" in weight_name:
+        return "the data's classes (data=, data.root=, data.num_classes=)"
+    return "model= (the variant's width)"
+
+
+def load_classifier(ckpt_path: str | Path) -> ViTClassifier:
+    """The ``ViTClassifier`` a training checkpoint holds, built from its hyper-parameters, or one
+    line saying why it cannot be (e.g. the old torchvision-stem hybrid, refused by its stem)."""
+    from vitlab.training.module import ViTClassifier  # here: the models it builds import this module
+
+    path = Path(ckpt_path)
+    stored = read_training_checkpoint(path)
+    try:
+        module = ViTClassifier(**stored.hyper_parameters)
+        module.load_state_dict(stored.state_dict)
+    except (TypeError, ValueError, RuntimeError) as error:
         raise ConfigError(f"ckpt_path={path}: {error}") from None
+    return module
 
 
 def eval_transform_for(module: ViTClassifier) -> Pipeline:
     """The evaluation transform a checkpoint was trained with (image size, mean, std, resize)."""
-    preprocessing = module.hparams.get("preprocessing") or {}
+    preprocessing = preprocessing_of(module.hparams)
     return eval_transform(module.image_size, **{k: v for k, v in preprocessing.items() if v is not None})

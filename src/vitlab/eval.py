@@ -13,7 +13,7 @@ from hydra.core.override_parser.types import Override
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vitlab.checkpoint import load_classifier
+from vitlab.checkpoint import data_config_of, load_classifier, preprocessing_of
 from vitlab.cli.command import command
 from vitlab.errors import DataError
 from vitlab.loggers import build_loggers
@@ -27,12 +27,12 @@ def data_config(cfg: DictConfig, module: ViTClassifier, overrides: list[Override
     """The data to test on: the training run's data config stored in the checkpoint (root, classes,
     preprocessing), unless the command picks a ``data=`` config; ``data.*`` options given on the
     command line win either way. Checkpoints without a stored data config use the composed one."""
-    stored = module.hparams.get("data_config")
+    stored = data_config_of(module.hparams)
     if stored is None or any(o.key_or_group == "data" for o in overrides):
         with open_dict(cfg):  # the checkpoint decides how images are prepared
             # in place of ${model.image_size}: eval has no model config
             cfg.data.image_size = module.image_size
-            for key, value in (module.hparams.get("preprocessing") or {}).items():
+            for key, value in preprocessing_of(module.hparams).items():
                 cfg.data[key] = value
         data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
     else:

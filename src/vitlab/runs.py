@@ -15,19 +15,18 @@ import csv
 import json
 import logging
 import os
-import pickle
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, read_write
 
+from vitlab.checkpoint import read_training_checkpoint
 from vitlab.errors import ConfigError, ExistingFileError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -152,40 +151,13 @@ class RunFolder(HydraCallback):
             node.dir = str(claimed)
 
 
-def _load(path: Path) -> dict:
-    """A Lightning checkpoint, memory-mapped (the weights are not read), or one line saying it is not one."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        int(checkpoint["global_step"])
-        return checkpoint
-    except UNREADABLE_CHECKPOINT:
-        raise not_a_checkpoint(path) from None
-
-
-# What torch.load and Lightning raise for a file that is not a checkpoint (torch's own message then
-# advises weights_only=False and filing an issue: not the user's fix).
-UNREADABLE_CHECKPOINT = (KeyError, TypeError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
-
-
-def not_a_checkpoint(path: Path | str) -> ConfigError:
-    return ConfigError(
-        f"ckpt_path={path} is not a Lightning checkpoint written by vitlab-train: pass a .ckpt from a "
-        "run's checkpoints/ folder, or the run folder itself (model.pretrained=... takes plain weights)."
-    )
-
-
-def checkpoint_step(path: Path) -> int:
-    """The ``global_step`` stored in a Lightning checkpoint."""
-    return int(_load(path)["global_step"])
-
-
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The run's checkpoint with the highest stored ``global_step``, of any kind (last, exception,
     best); on a tie, one with the optimizer state (the best is weights only), then the newest file."""
 
     def progress(path: Path) -> tuple[int, bool, float]:
-        checkpoint = _load(path)
-        return int(checkpoint["global_step"]), "optimizer_states" in checkpoint, path.stat().st_mtime
+        checkpoint = read_training_checkpoint(path)
+        return checkpoint.global_step, checkpoint.has_optimizer_state, path.stat().st_mtime
 
     return max((run_dir / "checkpoints").glob("*.ckpt"), key=progress, default=None)
 
@@ -231,7 +203,7 @@ def resolve_resume(ckpt_path: str, runs_dir: Path) -> tuple[Path, Path | None]:
             f"ckpt_path={ckpt_path}: no such checkpoint file or run folder. Pass a .ckpt file, a run "
             "folder, or ckpt_path=last for the newest interrupted run."
         )
-    checkpoint_step(path)  # a file that is not a checkpoint fails here, in one line
+    read_training_checkpoint(path)  # a file that is not a checkpoint fails here, in one line
     return path, run_folder(path)
 
 
@@ -267,35 +239,6 @@ def resume_command(run_dir: Path) -> str:
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "vitlab-train"
     launcher = f"python {sys.argv[0]}" if program.endswith(".py") else program
     return f"{launcher} ckpt_path={run_dir}"
-
-
-def check_fits(state_dict: dict[str, torch.Tensor], checkpoint: Path) -> None:
-    """One line naming the first weight whose shape differs, both shapes and the option behind it."""
-    stored = _load(checkpoint)["state_dict"]
-    for name, tensor in state_dict.items():
-        if name in stored and stored[name].shape != tensor.shape:
-            raise ConfigError(
-                f"ckpt_path={checkpoint} does not fit the model: {name} has shape "
-                f"{list(stored[name].shape)} in the checkpoint and {list(tensor.shape)} in the model "
-                f"configured now; check {_option_behind(name)} (resuming keeps the run's own values "
-                "unless the command overrides them)."
-            )
-    missing = sorted(set(state_dict) ^ set(stored))
-    if missing:
-        raise ConfigError(
-            f"ckpt_path={checkpoint} does not fit the model: weights {missing[:3]} are in only one of "
-            "them; check model= and model.depth (resuming keeps the run's own values unless overridden)."
-        )
-
-
-def _option_behind(weight_name: str) -> str:
-    if "position_embedding" in weight_name:
-        return "model.image_size and model.patch_size"
-    if "patch_embedding" in weight_name or "conv_proj" in weight_name:
-        return "model.patch_size"
-    if "head" in weight_name:
-        return "the data's classes (data=, data.root=, data.num_classes=)"
-    return "model= (the variant's width)"
 
 
 def wandb_run_id(run_dir: Path) -> str | None:

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vitlab import runs
+from vitlab.checkpoint import carried_hyperparameters, check_fits, checkpoint_step
 from vitlab.cli.command import command
 from vitlab.cli.output import print_tree
 from vitlab.cli.validate import validate
@@ -35,9 +36,6 @@ from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction
 from vitlab.training.trainer import build_trainer
-
-# Data options a checkpoint must carry so that its inputs are prepared as in training.
-PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +101,8 @@ def _tested_checkpoint(
 
 
 def _plain(value: Any) -> Any:
-    """Plain Python values, so checkpoints load with ``weights_only=True``."""
+    """Plain Python values (lists, not ``ListConfig``) for code below the config edge."""
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def _data_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved data config, with an absolute root, for the checkpoint: eval needs nothing else."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    if data.get("root"):
-        data["root"] = str(Path(data["root"]).expanduser().resolve())
-    return data
 
 
 def resolve_data_preprocessing(cfg: DictConfig) -> None:
@@ -147,13 +137,14 @@ def resolve_data_preprocessing(cfg: DictConfig) -> None:
 def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L.LightningModule:
     """The LightningModule of ``cfg.task``: classification (default) or masked patch prediction."""
     model = ModelConfig.from_config(cfg.model)
+    carried = carried_hyperparameters(OmegaConf.to_container(cfg.data, resolve=True))
     shared = dict(
         model_name=model.name,
         model_options=model.options,
         pretrained=model.weights,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        preprocessing={key: _plain(cfg.data.get(key)) for key in PREPROCESSING_KEYS},
+        preprocessing=carried["preprocessing"],
     )
     task = cfg.get("task") or {"name": "classify"}
     if task["name"] == "mpp":
@@ -166,7 +157,7 @@ def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L
             class_names=class_names,
             freeze_backbone=model.freeze_backbone,
             label_smoothing=cfg.label_smoothing,
-            data_config=_data_config(cfg),
+            data_config=carried["data_config"],
         )
     # one image: the model summary counts its FLOPs (Lightning's default shows 0)
     size = cfg.model.image_size
@@ -229,13 +220,13 @@ def train(
         datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
         module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
         if ckpt_path:
-            runs.check_fits(module.state_dict(), Path(ckpt_path))
+            check_fits(module.state_dict(), Path(ckpt_path))
             if overrides is not None and (output_dir / runs.HYDRA_OVERRIDES).is_file():
                 runs.save_overrides(output_dir, overrides)  # a second resume keeps this one's overrides
             resolved_config.parent.mkdir(parents=True, exist_ok=True)  # a .ckpt resumed into a new folder
             OmegaConf.save(cfg, resolved_config, resolve=True)  # only now: the checkpoint fits
             _continue_wandb_run(cfg, output_dir)
-            header, rows = runs.earlier_metrics(output_dir, runs.checkpoint_step(Path(ckpt_path)))
+            header, rows = runs.earlier_metrics(output_dir, checkpoint_step(Path(ckpt_path)))
         if cfg.get("compile"):
             module.model.compile()  # in place: the weights keep their names in checkpoints
 
@@ -327,7 +318,7 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None] | None:
     """
     runs_dir = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
     checkpoint, run_dir = runs.resolve_resume(str(cfg.ckpt_path), runs_dir)
-    step = runs.checkpoint_step(checkpoint)
+    step = checkpoint_step(checkpoint)
     if run_dir is None or not HydraConfig.initialized():
         log.info("continuing from %s (step %d) with this command's config", checkpoint, step)
         with open_dict(cfg):

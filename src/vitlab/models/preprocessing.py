@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitlab.checkpoint import trained_preprocessing
 from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.models.weights import checkpoint_format, torchvision_weights, trained_preprocessing
+from vitlab.models.weights import checkpoint_format, torchvision_weights
 
 __all__ = ["WEIGHT_PREPROCESSING", "Preprocessing", "resolve_preprocessing", "source_preprocessing"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import re
 import warnings
 import zipfile
@@ -25,6 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vitlab.checkpoint import (
+    UNREADABLE_CHECKPOINT,
+    TrainingCheckpoint,
+    is_training_checkpoint,
+    load_torch_file,
+)
 from vitlab.errors import MissingDependencyError, NetworkError
 from vitlab.models.vit import VisionTransformer
 
@@ -307,21 +312,11 @@ def _unknown_format(path: Path, keys: list[str]) -> ValueError:
     )
 
 
-def _load(path: Path) -> Any:
-    """``torch.load`` memory-mapped where the file allows it: looking at keys reads no tensor data."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):  # the legacy (pre-1.6) format cannot be mapped; others are errors
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _read_torch_file(path: Path) -> tuple[str, StateDict]:
     """(format name, state dict in vitlab names) of a ``torch.save``'d file."""
     try:
-        contents = _load(path)
-    except (pickle.UnpicklingError, RuntimeError, KeyError, EOFError) as error:
+        contents = load_torch_file(path)
+    except UNREADABLE_CHECKPOINT as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"{path}: torch.load(weights_only=True) cannot read it ({reason}). If it is a checkpoint you "
@@ -329,6 +324,8 @@ def _read_torch_file(path: Path) -> tuple[str, StateDict]:
             f"only its state dict: torch.save(torch.load(path, weights_only=False)['state_dict'], "
             f"'weights.pt'), and load that. Supported: {_SUPPORTED}."
         ) from error
+    if is_training_checkpoint(contents):  # vitlab's reader refuses one of a newer format
+        contents = TrainingCheckpoint.from_contents(contents, path).state_dict
     if not isinstance(contents, Mapping):
         raise _unknown_format(path, [type(contents).__name__])
     for wrapper in ("state_dict", "model"):
@@ -354,16 +351,6 @@ def _read_file(source: str) -> tuple[str, StateDict]:
         if not any(name.endswith("embedding/kernel") for name in archive.files):
             raise _unknown_format(path, list(archive.files))
         return "npz", from_jax_npz({name: archive[name] for name in archive.files})
-
-
-def trained_preprocessing(path: str | os.PathLike[str]) -> Mapping[str, Any] | None:
-    """The preprocessing a vitlab training checkpoint (a Lightning ``.ckpt`` of either task, e.g.
-    ``task=mpp``'s ``last.ckpt``) was trained with, from its hyper-parameters; None for other files
-    (a readable torch file: check it with ``checkpoint_format`` first)."""
-    contents = _load(Path(path))
-    hyper_parameters = contents.get("hyper_parameters") if isinstance(contents, Mapping) else None
-    preprocessing = (hyper_parameters or {}).get("preprocessing")
-    return preprocessing if preprocessing and preprocessing.get("mean") is not None else None
 
 
 def checkpoint_format(path: str | os.PathLike[str]) -> str:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from vitlab.checkpoint import stamp_format
 from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.models import create_model
 from vitlab.training.module import OptimizerFactory, SchedulerFactory, configure_optimization
@@ -179,6 +180,9 @@ class MaskedPatchPrediction(L.LightningModule):
             "mask_embedding",
             "colour_head.bias",
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stamp_format(checkpoint)  # readers tell what this code wrote from what older code did
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
