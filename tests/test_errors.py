@@ -79,7 +79,7 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path):
+def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path, fails_with_one_message):
     root = tmp_path / "data" / "pizza_steak_sushi"
     message = fails_with_one_message(
         f"data.root={root}", f"data.url=http://127.0.0.1:{closed_port()}/pizza_steak_sushi.zip"
@@ -88,7 +88,9 @@ def test_no_network_for_the_dataset_says_where_to_put_a_copy(tmp_path):
     assert not root.exists()
 
 
-def test_a_checksum_mismatch_names_the_expected_and_the_found_digest(tmp_path, server):
+def test_a_checksum_mismatch_names_the_expected_and_the_found_digest(
+    tmp_path, server, fails_with_one_message
+):
     www, url = server
     (www / "data.zip").write_bytes(b"not the dataset")
     message = fails_with_one_message(
@@ -97,14 +99,16 @@ def test_a_checksum_mismatch_names_the_expected_and_the_found_digest(tmp_path, s
     assert "SHA-256 of" in message and "expected " + "0" * 64 in message and "data.sha256=" in message
 
 
-def test_a_truncated_download_is_reported_as_incomplete(tmp_path, server):
+def test_a_truncated_download_is_reported_as_incomplete(tmp_path, server, fails_with_one_message):
     _, url = server
     message = fails_with_one_message(f"data.root={tmp_path / 'd'}", f"data.url={url}/truncated.zip")
     assert "truncated.zip is" in message and "corrupt or incomplete" in message
     assert not (tmp_path / "d").exists()
 
 
-def test_a_folder_of_loose_images_is_not_downloaded_into_and_the_layout_is_explained(tmp_path):
+def test_a_folder_of_loose_images_is_not_downloaded_into_and_the_layout_is_explained(
+    tmp_path, fails_with_one_message
+):
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "a.jpg").write_bytes(b"\xff\xd8")
@@ -114,7 +118,7 @@ def test_a_folder_of_loose_images_is_not_downloaded_into_and_the_layout_is_expla
 
 
 def test_finetuning_without_network_names_the_weights_file_and_the_offline_option(
-    tmp_path, make_image_folder
+    tmp_path, make_image_folder, fails_with_one_message
 ):
     root = make_image_folder(n_per_class=1)
     message = fails_with_one_message(
@@ -130,12 +134,12 @@ def test_finetuning_without_network_names_the_weights_file_and_the_offline_optio
     assert fix in message
 
 
-def test_a_misspelled_key_suggests_the_closest_valid_name(tmp_path):
+def test_a_misspelled_key_suggests_the_closest_valid_name(tmp_path, fails_with_one_message):
     message = fails_with_one_message("trainer.max_epoch=1")
     assert message.startswith("error: trainer.max_epoch is not an option: did you mean trainer.max_epochs?")
 
 
-def test_an_added_misspelled_key_fails_before_seeding_logging_or_data(tmp_path):
+def test_an_added_misspelled_key_fails_before_seeding_logging_or_data(tmp_path, fails_with_one_message):
     message = fails_with_one_message(
         "+trainer.max_epoch=1", "data=imagefolder", f"data.root={tmp_path / 'absent'}"
     )

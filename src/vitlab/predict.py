@@ -16,27 +16,34 @@ from vitlab.checkpoint import eval_transform_for, load_classifier
 from vitlab.cli.command import command
 from vitlab.cli.output import console
 from vitlab.data import load_image
+from vitlab.errors import DataError, MissingFileError
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
 
 
 def image_files(sources: str | Sequence[str]) -> list[Path]:
-    """Files as given, and the image files found (recursively) in folders, in a stable order."""
+    """Files as given, and the image files found (recursively) in folders, in a stable order; in a
+    folder, files that are not images by their extension are passed over, as torchvision does."""
     sources = [sources] if isinstance(sources, str) else list(sources)
     files: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
             found = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
             if not found:
-                raise FileNotFoundError(
+                raise DataError(
                     f"images={source}: the folder holds no image files ({', '.join(IMG_EXTENSIONS)})."
                 )
             files += found
-        elif source.is_file():
+        elif source.suffix.lower() in IMG_EXTENSIONS and source.is_file():
             files.append(source)
+        elif source.is_file():
+            raise DataError(
+                f"images={source} is not an image file (by its extension; images are "
+                f"{', '.join(IMG_EXTENSIONS)}): leave it out, or pass the folder it is in."
+            )
         else:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"images={source}: no such file or folder. Pass image files or folders: images=[a.jpg,dir/]."
             )
     return files

@@ -56,6 +56,11 @@ def claim_folder(base: Path) -> Path:
     raise ExistingFileError(f"{base}: 10000 folders of that name exist; clean up {base.parent}.")
 
 
+def forget_created() -> None:
+    """A command starts, or ended well: nothing it created is to be removed any more."""
+    _created.clear()
+
+
 def record_created(folder: Path) -> None:
     """Record a folder this command made (e.g. a multirun job's), to be removed if the command fails."""
     _created.append(folder.resolve())

@@ -106,6 +106,7 @@ def command(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], 
     hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)
 
     def main() -> None:
+        runs.forget_created()
         with _errors_to_us() as show_tracebacks, user_errors_exit(show_tracebacks):
             try:
                 hydra_main()
@@ -115,8 +116,10 @@ def command(config_name: str, run: Callable[[DictConfig], Any]) -> Callable[[], 
                 raise SystemExit(f"error: {composition_message(error)}") from None
             except runs.CallbackError as carried:
                 raise carried.error from None
+        runs.forget_created()
 
     main.__doc__ = f"``vitlab-{config_name}``: runs ``{run.__module__}.{run.__name__}``."
+    main.__module__ = run.__module__
     return main
 
 
