@@ -72,7 +72,7 @@ def test_make_foodvision_rejects_unknown_classes_and_existing_output(food101, tm
     assert "exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         make(["--food101", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")])
-    assert re.search(r"no Food-101 at .*food-101/meta/train.json", capsys.readouterr().err)
+    assert re.search(r"no Food-101 at .*train.json, test.json in .*food-101/meta", capsys.readouterr().err)
 
 
 def test_bench_data_prints_loader_and_model_rates(tmp_path, capsys):

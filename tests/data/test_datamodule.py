@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
-from vitlab.data import ImageFolderDataModule, SyntheticDataModule
+from vitlab.data import ImageFolderDataModule, SyntheticDataModule, UnreadableImageError
+from vitlab.errors import ConfigError, DataError, MissingFileError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -66,7 +67,7 @@ def test_val_fraction_zero_validates_on_test_like_the_course(make_image_folder):
 
 def test_a_val_fraction_that_holds_out_nothing_says_how_to_fix_it(make_image_folder):
     dm = datamodule(make_image_folder(n_per_class=1), val_fraction=0.1)
-    with pytest.raises(ValueError, match=r"holds out none: raise data.val_fraction"):
+    with pytest.raises(ConfigError, match=r"holds out none: raise data.val_fraction"):
         dm.setup("fit")
 
 
@@ -103,20 +104,29 @@ def test_the_cache_gives_the_same_tensors_as_decoding_each_time(make_image_folde
 def test_missing_root_names_the_path_and_the_fix(tmp_path):
     dm = datamodule(tmp_path / "nowhere")
     dm.prepare_data()  # no url: nothing to download
-    with pytest.raises(FileNotFoundError, match=r"data.root=.*nowhere does not exist.*set data.url"):
+    with pytest.raises(MissingFileError, match=r"data.root=.*nowhere does not exist.*set data.url"):
         dm.setup("fit")
+
+
+def test_files_but_no_train_folder_under_root_is_a_data_error_not_a_download(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "pizza.jpg").write_bytes(b"x")
+    dm = datamodule(tmp_path / "photos", url="http://127.0.0.1:9/never.zip")
+    with pytest.raises(DataError, match=r"data.root=.*photos holds files but no train/ folder") as error:
+        dm.prepare_data()
+    assert "\n" not in str(error.value)
 
 
 def test_missing_test_split_is_reported(make_image_folder):
     dm = datamodule(make_image_folder(splits=("train",)))
-    with pytest.raises(FileNotFoundError, match=r"no folder .*images/test"):
+    with pytest.raises(MissingFileError, match=r"no folder .*images/test"):
         dm.setup("fit")
 
 
 def test_an_empty_split_is_reported(make_image_folder):
     root = make_image_folder(splits=("train",))
     (root / "test").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"images/test holds no class folders"):
+    with pytest.raises(DataError, match=r"images/test holds no class folders"):
         datamodule(root).setup("fit")
 
 
@@ -124,48 +134,97 @@ def test_an_empty_class_folder_is_reported(make_image_folder):
     root = make_image_folder()
     for image in (root / "test" / "steak").iterdir():
         image.unlink()
-    with pytest.raises(ValueError, match=r"test/steak holds no images"):
+    with pytest.raises(DataError, match=r"test/steak holds no images"):
         datamodule(root).setup("fit")
 
 
-def test_different_class_sets_in_train_and_test_are_reported(make_image_folder):
+def test_a_class_that_test_has_and_train_lacks_is_one_line_naming_it_and_both_folders(make_image_folder):
+    root = make_image_folder(classes=("pizza", "steak"), splits=("train",))
+    make_image_folder(classes=("pizza", "steak", "sushi"), splits=("test",))
+    with pytest.raises(DataError) as error:
+        datamodule(root).setup("fit")
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{root / 'test'} and {root / 'train'} hold different classes (only in test/: sushi)" in message
+    assert "steak" not in message  # only the class that differs
+    assert "give every split the same class folders" in message
+
+
+def test_classes_missing_on_either_side_are_both_named(make_image_folder):
     root = make_image_folder(classes=("pizza", "steak"), splits=("train",))
     make_image_folder(classes=("pizza", "sushi"), splits=("test",))
-    with pytest.raises(ValueError, match=r"only in test/: \['sushi'\]; missing from test/: \['steak'\]"):
+    with pytest.raises(DataError, match=r"\(only in test/: sushi; only in train/: steak\)"):
         datamodule(root).setup("fit")
+
+
+def not_image_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "(by extension)" in str(w.message)]
+
+
+def test_files_that_are_not_images_are_skipped_with_one_warning_counting_them(make_image_folder):
+    root = make_image_folder(n_per_class=2)
+    (root / "train" / "pizza" / "notes.txt").write_text("bought at Luigi's")
+    (root / "test" / "sushi" / "README.md").write_text("# sushi")
+    for split in ("train", "test"):
+        (root / split / "steak" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: skipped silently
+    dm = datamodule(root, val_fraction=0)
+    with pytest.warns(UserWarning) as record:
+        dm.setup("fit")
+    assert not_image_warnings(record) == [
+        f"skipped 2 files that are not images (by extension) under {root}, e.g. train/pizza/notes.txt"
+    ]
+    assert len(dm.datasets["train"]) == 6 and len(dm.datasets["test"]) == 6
 
 
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [
-        ("notes.txt", b"not an image", "not an image file"),
-        ("fake.jpg", b"not an image either", "cannot identify image file"),
+        ("fake.jpg", b"not an image", "cannot identify image file"),
         ("cut.jpg", None, "truncated"),
     ],
 )
-def test_bad_files_stop_setup_with_their_path_and_the_fix(make_image_folder, name, content, reason):
+def test_an_undecodable_image_is_a_one_line_data_error_naming_it_and_the_fix(
+    make_image_folder, name, content, reason
+):
     root = make_image_folder()
     bad = root / "train" / "pizza" / name
-    bad.write_bytes(
-        content if content is not None else (root / "train" / "pizza" / "0.jpg").read_bytes()[:-100]
-    )
-    with pytest.raises(ValueError, match=rf"(?s)1 unreadable file.*{name}: .*{reason}.*skip_corrupt=true"):
+    bad.write_bytes(content or (root / "train" / "pizza" / "0.jpg").read_bytes()[:-100])
+    with pytest.raises(UnreadableImageError) as error:
         datamodule(root).setup("fit")
+    message = str(error.value)
+    assert isinstance(error.value, DataError)
+    assert message.startswith(f"cannot decode {bad} (") and reason in message
+    assert "Delete or replace it, or set data.skip_corrupt=true" in message
+    assert "\n" not in message
 
 
-def test_skip_corrupt_skips_unreadable_files_with_one_warning_listing_them(make_image_folder):
+def test_several_undecodable_images_are_counted_and_the_first_named(make_image_folder):
+    root = make_image_folder()
+    for bad in ("train/sushi/x.jpg", "train/pizza/y.png", "test/steak/z.jpg"):
+        (root / bad).write_bytes(b"not an image")
+    with pytest.raises(
+        DataError, match=r"^cannot decode 3 images, the first .*/test/steak/z\.jpg \("
+    ) as error:
+        datamodule(root).setup("fit")
+    assert "Delete or replace them, or set data.skip_corrupt=true" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_skip_corrupt_skips_undecodable_images_with_one_warning(make_image_folder):
     root = make_image_folder(n_per_class=3)
-    (root / "train" / "pizza" / "notes.txt").write_text("x")
+    (root / "train" / "pizza" / "notes.txt").write_text("x")  # not an image: its own warning
     (root / "test" / "sushi" / "fake.png").write_bytes(b"nope")
     (root / "train" / "steak" / "1.jpg").write_bytes((root / "train" / "steak" / "0.jpg").read_bytes()[:300])
     dm = datamodule(root, skip_corrupt=True, val_fraction=0, cache=True)
     with pytest.warns(UserWarning) as record:
         dm.setup("fit")
     messages = [str(w.message) for w in record if "unreadable" in str(w.message)]
-    assert len(messages) == 1
-    assert "skipping 3 unreadable file(s)" in messages[0]
-    for path in ("notes.txt", "fake.png", "steak/1.jpg"):
-        assert path in messages[0]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert messages[0].startswith(
+        f"skipped 2 unreadable images (corrupt, truncated or not an image) under {root}"
+    )
+    assert f"e.g. {root / 'test' / 'sushi' / 'fake.png'} (" in messages[0]
+    assert len(not_image_warnings(record)) == 1
     assert len(dm.datasets["train"]) == 8 and len(dm.datasets["test"]) == 9
     assert len(dm.datasets["train"].cached) == 8
 

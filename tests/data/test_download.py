@@ -12,6 +12,7 @@ import pytest
 
 from vitlab.data import ImageFolderDataModule
 from vitlab.data.download import download_dataset
+from vitlab.errors import DataError, ExistingFileError, NetworkError
 
 
 def zip_folder(source: Path, archive: Path, prefix: str = "") -> str:
@@ -67,7 +68,7 @@ def test_a_damaged_download_leaves_no_dataset_behind(make_image_folder, served, 
     else:
         sha = "0" * 64
     root = tmp_path / "data" / "food"
-    with pytest.raises(ValueError, match=r"SHA-256 of .*data.zip is [0-9a-f]{64}, expected .*data.sha256"):
+    with pytest.raises(DataError, match=r"SHA-256 of .*data.zip is [0-9a-f]{64}, expected .*data.sha256"):
         download_dataset(f"{url}/data.zip", root, sha)
     assert not root.exists()
     assert leftovers(root.parent) == []
@@ -79,7 +80,7 @@ def test_a_truncated_zip_without_checksum_is_reported_as_not_a_zip(make_image_fo
     zip_folder(make_image_folder(n_per_class=2), archive)
     archive.write_bytes(archive.read_bytes()[:-100])  # the central directory is at the end
     root = tmp_path / "data" / "food"
-    with pytest.raises(ValueError, match=r"not a valid zip archive"):
+    with pytest.raises(DataError, match=r"not a valid zip archive .*incomplete.*Try again"):
         download_dataset(f"{url}/data.zip", root, None)
     assert not root.exists()
 
@@ -96,7 +97,7 @@ def test_members_outside_the_folder_and_links_are_refused(served, tmp_path, memb
         else:
             zf.writestr(member, b"escaped")
     root = tmp_path / "data" / "food"
-    with pytest.raises(ValueError, match=r"refusing to extract .*evil.zip: member"):
+    with pytest.raises(DataError, match=r"refusing to extract .*evil.zip: member"):
         download_dataset(f"{url}/evil.zip", root, None)
     assert not root.exists()
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "data" / "evil.txt").exists()
@@ -106,7 +107,7 @@ def test_an_archive_without_train_folder_is_refused(served, tmp_path):
     www, url = served
     with zipfile.ZipFile(www / "other.zip", "w") as zf:
         zf.writestr("photos/a.jpg", b"x")
-    with pytest.raises(ValueError, match=r"holds no train/ folder"):
+    with pytest.raises(DataError, match=r"holds no train/ folder"):
         download_dataset(f"{url}/other.zip", tmp_path / "food", None)
 
 
@@ -121,8 +122,31 @@ def test_without_network_the_error_says_where_data_was_looked_for_and_how_to_pro
     root = tmp_path / "data" / "food"
     dm = ImageFolderDataModule(root, url=f"http://127.0.0.1:{port}/data.zip", sha256=None)
     with pytest.raises(
-        ConnectionError, match=rf"no dataset at {root} .*failed.*unzip it so that .*point data.root"
+        NetworkError, match=rf"no dataset at {root} .*failed.*unzip it so that .*point data.root"
     ):
         dm.prepare_data()
     assert not root.exists()
+    assert leftovers(root.parent) == []
+
+
+def test_a_missing_file_on_the_server_is_a_network_error_naming_the_url(served, tmp_path):
+    _, url = served
+    root = tmp_path / "data" / "food"
+    with pytest.raises(
+        NetworkError, match=rf"downloading {url}/gone.zip \(data.url\) failed: HTTP Error 404"
+    ):
+        download_dataset(f"{url}/gone.zip", root, None)
+    assert not root.exists()
+    assert leftovers(root.parent) == []
+
+
+def test_a_folder_of_other_files_at_root_is_never_overwritten(make_image_folder, served, tmp_path):
+    www, url = served
+    zip_folder(make_image_folder(n_per_class=1), www / "data.zip")
+    root = tmp_path / "data" / "food"
+    root.mkdir(parents=True)
+    (root / "mine.txt").write_text("the user's own file")
+    with pytest.raises(ExistingFileError, match=rf"cannot move the downloaded dataset to {root}: it exists"):
+        download_dataset(f"{url}/data.zip", root, None)
+    assert [p.name for p in root.iterdir()] == ["mine.txt"]
     assert leftovers(root.parent) == []

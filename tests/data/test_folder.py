@@ -9,6 +9,7 @@ from PIL import Image
 
 from vitlab.data import UnreadableImageError, load_image
 from vitlab.data.folder import list_classes, list_samples
+from vitlab.errors import DataError, MissingFileError
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, (20, 28, 3), dtype=np.uint8)
@@ -66,8 +67,9 @@ def test_unreadable_files_raise_an_error_naming_the_file_and_the_fix(tmp_path, c
     path = tmp_path / "bad.jpg"
     data = {"truncated": good.read_bytes()[:-200], "text": b"not an image", "empty": b""}[content]
     path.write_bytes(data)
-    with pytest.raises(UnreadableImageError, match=r"bad\.jpg.*skip_corrupt=true"):
+    with pytest.raises(UnreadableImageError, match=r"bad\.jpg.*skip_corrupt=true") as error:
         load_image(path)
+    assert isinstance(error.value, DataError)  # a user's to fix: printed without a traceback
 
 
 def test_hidden_folders_are_not_classes(tmp_path):
@@ -78,14 +80,14 @@ def test_hidden_folders_are_not_classes(tmp_path):
 
 
 def test_missing_and_empty_splits_are_reported(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no folder .*train.*one folder per class"):
+    with pytest.raises(MissingFileError, match=r"no folder .*train.*one folder per class"):
         list_classes(tmp_path / "train")
     (tmp_path / "train").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"train holds no class folders"):
+    with pytest.raises(DataError, match=r"train holds no class folders"):
         list_classes(tmp_path / "train")
 
 
-def test_samples_are_labelled_by_class_order_and_non_images_are_listed(make_image_folder):
+def test_samples_are_labelled_by_class_order_and_visible_non_images_are_listed(make_image_folder):
     root = make_image_folder(classes=("a", "b"), n_per_class=2, splits=("train",))
     (root / "train" / "b" / "readme.txt").write_text("oops")
     (root / "train" / "b" / ".DS_Store").write_bytes(b"\0")
@@ -107,5 +109,11 @@ def test_a_class_folder_without_images_is_an_error(make_image_folder):
     for image in (root / "train" / "b").iterdir():
         image.unlink()
     (root / "train" / "b" / "list.csv").write_text("x")
-    with pytest.raises(ValueError, match=r"class folder .*train/b holds no images.*add images"):
+    with pytest.raises(DataError, match=r"class folder .*train/b holds no images.*add images"):
         list_samples(root / "train", ["a", "b"])
+
+
+def test_a_missing_class_folder_names_the_classes_every_split_needs(make_image_folder):
+    root = make_image_folder(classes=("a", "b"), n_per_class=1, splits=("train",))
+    with pytest.raises(MissingFileError, match=r"missing class folder .*train/c: .*\(a, b, c\)"):
+        list_samples(root / "train", ["a", "b", "c"])

@@ -11,6 +11,7 @@ import pytest
 from torchvision.datasets import Food101
 
 from vitlab.data import Food101DataModule
+from vitlab.errors import ConfigError, DataError, MissingFileError, NetworkError
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -81,17 +82,24 @@ def test_foodvision_big_is_all_classes_with_a_fifth_of_the_images(compose_config
 
 def test_bad_options_are_reported_with_the_fix(make_food101, tmp_path):
     root = make_food101()
-    with pytest.raises(ValueError, match=r"unknown Food-101 classes \['tacos'\]: choose from pizza, ramen"):
+    with pytest.raises(ConfigError, match=r"unknown Food-101 classes \['tacos'\]; choose from pizza, ramen"):
         Food101DataModule(root, classes=["pizza", "tacos"]).class_names  # noqa: B018
     with pytest.raises(ValueError, match=r"fraction=0: must be in \(0, 1\]"):
         Food101DataModule(root, fraction=0)
     with pytest.raises(ValueError, match=r"remove data.url"):
         Food101DataModule(root, url="https://example.com/food.zip")
-    with pytest.raises(ValueError, match=r"fraction=0.01 keeps no train image"):
+    with pytest.raises(ConfigError, match=r"data.fraction=0.01 keeps no train image"):
         Food101DataModule(root, classes=["pizza", "sushi"], fraction=0.01, num_workers=0).setup("fit")
     missing = Food101DataModule(tmp_path / "nowhere", download=False)
-    with pytest.raises(FileNotFoundError, match=r"no Food-101 at .*nowhere.*data.download=true"):
+    with pytest.raises(MissingFileError, match=r"no Food-101 at .*nowhere.*data.download=true"):
         missing.prepare_data()
+
+
+def test_a_food101_folder_without_its_class_list_is_reported_as_missing_files(make_food101):
+    root = make_food101()
+    (root / "food-101" / "meta" / "classes.txt").unlink()
+    with pytest.raises(MissingFileError, match=r"classes.txt, train.json, test.json in .*food-101/meta"):
+        Food101DataModule(root).prepare_data()
 
 
 @pytest.fixture
@@ -123,7 +131,18 @@ def test_prepare_data_downloads_with_torchvision_once_and_checks_the_md5(
     served_food101.write_bytes(b"not the archive")
     other = tmp_path / "other"
     with pytest.raises(
-        RuntimeError, match=r"no Food-101 at .*other \(data.root\) and downloading http://127"
+        DataError, match=r"no Food-101 at .*other \(data.root\) and the download of http://127.*Try again"
     ):
         Food101DataModule(other, download=True).prepare_data()
     assert list(other.iterdir()) == []  # nothing that a later run could take for a dataset
+
+
+def test_a_failed_food101_download_is_a_network_error_with_the_offline_way(served, tmp_path, monkeypatch):
+    _, url = served
+    monkeypatch.setattr(Food101, "_URL", f"{url}/food-101.tar.gz")  # not on the server: 404
+    root = tmp_path / "data"
+    with pytest.raises(
+        NetworkError, match=rf"downloading {url}/food-101.tar.gz failed: HTTP Error 404.*Without network"
+    ):
+        Food101DataModule(root, download=True).prepare_data()
+    assert list(root.iterdir()) == []

@@ -26,6 +26,7 @@ pytest.importorskip("litdata")
 from litdata import StreamingDataset
 
 from vitlab.data.streaming import StreamingDataModule, read_meta
+from vitlab.errors import MissingFileError
 from vitlab.train import train
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -333,6 +334,6 @@ def test_the_converter_takes_a_food101_subset_and_refuses_bad_arguments(make_foo
 
 def test_a_folder_without_a_converted_dataset_is_reported_with_the_command_that_makes_one(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match=r"data.input_dir=.*holds no streaming dataset.*convert_streaming.py"
+        MissingFileError, match=r"data.input_dir=.*holds no streaming dataset.*convert_streaming.py"
     ):
         datamodule(tmp_path).prepare_data()

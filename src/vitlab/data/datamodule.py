@@ -20,9 +20,18 @@ from torchvision.transforms import v2
 
 from vitlab.data import transforms
 from vitlab.data.download import download_dataset, is_image_folder
-from vitlab.data.folder import SKIP_HINT, ImageFiles, LabelledImages, decode_all, list_classes, list_samples
+from vitlab.data.folder import (
+    SKIP_HINT,
+    ImageFiles,
+    LabelledImages,
+    UnreadableImageError,
+    decode_all,
+    list_classes,
+    list_samples,
+)
 from vitlab.data.samplers import RepeatedAugmentationSampler
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
+from vitlab.errors import ConfigError, DataError, MissingFileError
 
 Samples = list[tuple[Path, int]]
 
@@ -122,11 +131,6 @@ class ImageDataModule(L.LightningDataModule):
         """Whether training batches carry mixed, soft targets ``[B, num_classes]``."""
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
-    @property
-    def predict_transform(self) -> transforms.Pipeline:
-        """The evaluation transform, for single images from ``load_image``."""
-        return self.eval_pipeline
-
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split} dataset yet: call setup() before asking for its dataloader.")
@@ -182,8 +186,10 @@ class ImageFolderDataModule(ImageDataModule):
     """``root/{train,test}/<class>/*`` (plus ``val/`` if present), downloaded from ``url`` if absent.
 
     Without ``val/``, validation is a seeded, per-class ``val_fraction`` of train, or the test split
-    when ``val_fraction=0`` (what the course does). ``setup`` decodes every file once, so corrupt
-    files are reported before training; with ``cache`` the resized images are kept in memory.
+    when ``val_fraction=0`` (what the course does). Files that are not images by their extension are
+    skipped, as torchvision's ``ImageFolder`` does, with one warning. ``setup`` decodes every image
+    once, so corrupt ones are reported before training (or skipped, with ``skip_corrupt``); with
+    ``cache`` the resized images are kept in memory.
     Other keyword arguments: see ``ImageDataModule``.
     """
 
@@ -210,7 +216,7 @@ class ImageFolderDataModule(ImageDataModule):
         if is_image_folder(self.root):
             return
         if self.root.is_dir() and any(self.root.iterdir()):  # never download into the user's files
-            raise ValueError(
+            raise DataError(
                 f"data.root={self.root} holds files but no train/ folder: expected "
                 f"{self.root}/train/<class>/<image> and {self.root}/test/<class>/<image> (optionally "
                 f"val/ too), one folder per class. Sort the images into that layout and use "
@@ -226,7 +232,7 @@ class ImageFolderDataModule(ImageDataModule):
         if self._class_names is None:
             if not self.root.is_dir():
                 hint = "call prepare_data() to download it" if self.url else "set data.url to download it"
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"data.root={self.root} does not exist: expected train/ and test/ folders there, "
                     f"each with one folder per class. Point data.root at your images, or {hint}."
                 )
@@ -236,11 +242,13 @@ class ImageFolderDataModule(ImageDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:  # files are listed and checked once, whatever the stage
             return
-        samples, unreadable = self.find_samples()
+        samples, not_images = self.find_samples()
+        self._warn_not_images(not_images)
         if "val" not in samples and self.val_fraction > 0:
             samples["train"], samples["val"] = self._split_train(samples["train"])
         pipelines = {"train": self.train_pipeline, "val": self.eval_pipeline, "test": self.eval_pipeline}
         decoded: dict[str, list[Tensor | None]] = {}
+        unreadable: list[tuple[Path, str]] = []
         for split, found in samples.items():
             paths = [path for path, _ in found]
             decoded[split], bad = decode_all(paths, pipelines[split].prepare, self.cache, usable_cpus())
@@ -251,7 +259,10 @@ class ImageFolderDataModule(ImageDataModule):
         for split, found in samples.items():
             keep = [i for i, (path, _) in enumerate(found) if path not in skipped]
             if not keep:
-                raise ValueError(f"no readable image left in the {split} split under {self.root}.")
+                raise DataError(
+                    f"no readable image left in the {split} split under {self.root} after skipping the "
+                    f"unreadable ones: add images to it, or replace the unreadable ones."
+                )
             datasets[split] = LabelledImages(
                 ImageFiles([found[i][0] for i in keep]),
                 [found[i][1] for i in keep],
@@ -264,15 +275,16 @@ class ImageFolderDataModule(ImageDataModule):
 
     def find_samples(self) -> tuple[dict[str, Samples], list[tuple[Path, str]]]:
         """``(path, label)`` pairs per split (``train``, ``test`` and ``val`` if there is one), and
-        the files that are not images with the reason; subclasses with another layout override it."""
+        the skipped files with the reason (files that are not images, which ``setup`` counts in one
+        warning); subclasses with another layout override it."""
         folders = {split: self.root / split for split in ("train", "val", "test")}
         if not folders["val"].is_dir():
             del folders["val"]
         self._check_classes(folders)
         listed = {split: list_samples(folder, self.class_names) for split, folder in folders.items()}
         samples = {split: found for split, (found, _) in listed.items()}
-        unreadable = [(path, "not an image file") for _, not_images in listed.values() for path in not_images]
-        return samples, unreadable
+        not_images = [(path, "not an image file") for _, skipped in listed.values() for path in skipped]
+        return samples, not_images
 
     def _check_classes(self, folders: dict[str, Path]) -> None:
         expected = self.class_names  # first: a missing root is reported as such
@@ -280,11 +292,11 @@ class ImageFolderDataModule(ImageDataModule):
             found = list_classes(folder)
             if found != expected:
                 extra, missing = sorted(set(found) - set(expected)), sorted(set(expected) - set(found))
-                differences = [f"only in {split}/: {extra}"] if extra else []
-                differences += [f"missing from {split}/: {missing}"] if missing else []
-                raise ValueError(
-                    f"{folder} has classes {found} but {folders['train']} has {expected} "
-                    f"({'; '.join(differences)}). Give every split the same class folders."
+                differences = [f"only in {split}/: {', '.join(extra)}"] if extra else []
+                differences += [f"only in train/: {', '.join(missing)}"] if missing else []
+                raise DataError(
+                    f"{folder} and {folders['train']} hold different classes ({'; '.join(differences)}): "
+                    f"give every split the same class folders, adding or removing the ones named."
                 )
 
     def _split_train(self, samples: Samples) -> tuple[Samples, Samples]:
@@ -297,29 +309,48 @@ class ImageFolderDataModule(ImageDataModule):
             order = torch.randperm(len(of_class), generator=generator).tolist()
             n_val = int(self.val_fraction * len(of_class) + 0.5)  # half up, unlike round()
             if n_val == len(of_class):
-                raise ValueError(
-                    f"val_fraction={self.val_fraction} leaves no training image of class "
+                raise ConfigError(
+                    f"data.val_fraction={self.val_fraction} leaves no training image of class "
                     f"{self.class_names[label]!r} ({len(of_class)} images): lower data.val_fraction."
                 )
             val += [of_class[i] for i in order[:n_val]]
             train += [of_class[i] for i in order[n_val:]]
         if not val:
-            raise ValueError(
-                f"val_fraction={self.val_fraction} of {len(samples)} training images holds out none: "
+            raise ConfigError(
+                f"data.val_fraction={self.val_fraction} of {len(samples)} training images holds out none: "
                 f"raise data.val_fraction, add a val/ folder, or set it to 0 to validate on test/."
             )
         return sorted(train), sorted(val)
 
+    def _warn_not_images(self, not_images: list[tuple[Path, str]]) -> None:
+        """One line for all the files skipped as not images (torchvision's ImageFolder says nothing):
+        a ``notes.txt`` is harmless, but images saved with an unknown extension would go unseen."""
+        if not_images:
+            rank_zero_warn(
+                f"skipped {_count(len(not_images), 'file')} that "
+                f"{'is not an image' if len(not_images) == 1 else 'are not images'} (by extension) under "
+                f"{self.root}, e.g. {not_images[0][0].relative_to(self.root)}"
+            )
+
     def _handle_unreadable(self, unreadable: list[tuple[Path, str]]) -> None:
+        """One line for any number of undecodable images: the first one by name, and the count."""
         if not unreadable:
             return
-        listing = "\n".join(f"  {path}: {reason}" for path, reason in sorted(unreadable))
+        (first, reason), count = sorted(unreadable)[0], len(unreadable)
         if not self.skip_corrupt:
-            raise ValueError(
-                f"{len(unreadable)} unreadable file(s) under {self.root}:\n{listing}\n"
-                f"Delete or replace them, or {SKIP_HINT}."
+            which, them = (f"{first}", "it") if count == 1 else (f"{count} images, the first {first}", "them")
+            raise UnreadableImageError(
+                f"cannot decode {which} ({reason}): corrupt, truncated or not an image. Delete or replace "
+                f"{them}, or {SKIP_HINT}."
             )
-        rank_zero_warn(f"skipping {len(unreadable)} unreadable file(s) under {self.root}:\n{listing}")
+        rank_zero_warn(
+            f"skipped {_count(count, 'unreadable image')} (corrupt, truncated or not an image) under "
+            f"{self.root}, e.g. {first} ({reason})"
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class SyntheticDataModule(ImageDataModule):

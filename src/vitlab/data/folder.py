@@ -1,8 +1,10 @@
 """Image files on disk: listing class folders, decoding to RGB uint8 tensors, checking every file.
 
 Class folders are listed here rather than with ``torchvision.datasets.ImageFolder`` because that
-one takes any folder as a class (a stray ``.ipynb_checkpoints`` becomes a fourth food) and silently
-ignores files that are not images; both are mistakes we want to report before training starts.
+one takes any folder as a class (a stray ``.ipynb_checkpoints`` becomes a fourth food). As there,
+files are images by their extension and the rest (``notes.txt``) are skipped, but returned, so the
+datamodule can say it skipped them; hidden files (``.DS_Store``, macOS's ``._photo.jpg``) are
+skipped silently.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from vitlab.errors import DataError, MissingFileError
+
 SKIP_HINT = "set data.skip_corrupt=true to skip unreadable files"
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(DataError):
     """A file that should be an image but cannot be decoded (corrupt, truncated, or not an image)."""
 
 
@@ -56,13 +60,13 @@ def _visible(name: str) -> bool:
 def list_classes(split_dir: Path) -> list[str]:
     """Class names of a split: its visible subfolders, sorted (so pizza, steak, sushi -> 0, 1, 2)."""
     if not split_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no folder {split_dir}: an image folder needs train/ and test/ subfolders, each holding "
             f"one folder per class ({split_dir.parent}/train/<class>/<image>.jpg)."
         )
     classes = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and _visible(entry.name))
     if not classes:
-        raise FileNotFoundError(
+        raise DataError(
             f"{split_dir} holds no class folders: put each class's images in their own subfolder, "
             f"e.g. {split_dir}/<class>/<image>.jpg."
         )
@@ -70,7 +74,8 @@ def list_classes(split_dir: Path) -> list[str]:
 
 
 def list_samples(split_dir: Path, class_names: Sequence[str]) -> tuple[list[tuple[Path, int]], list[Path]]:
-    """``(image path, class index)`` pairs of a split, plus the files that are not images.
+    """``(image path, class index)`` pairs of a split, plus the visible files that are not images
+    (by extension), which are skipped.
 
     Raises when a class folder holds no images: a class the model can never see is a setup mistake.
     """
@@ -79,7 +84,7 @@ def list_samples(split_dir: Path, class_names: Sequence[str]) -> tuple[list[tupl
     for index, name in enumerate(class_names):
         class_dir = split_dir / name
         if not class_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"missing class folder {class_dir}: every split needs the same class folders as "
                 f"train/ ({', '.join(class_names)}). Add it, or remove that class from the other splits."
             )
@@ -94,7 +99,7 @@ def list_samples(split_dir: Path, class_names: Sequence[str]) -> tuple[list[tupl
                 else:
                     not_images.append(path)
         if not found:
-            raise ValueError(
+            raise DataError(
                 f"class folder {class_dir} holds no images (extensions {', '.join(IMG_EXTENSIONS)}): "
                 f"add images to it or delete the folder."
             )

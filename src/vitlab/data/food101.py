@@ -10,7 +10,6 @@ as the PyTorch course does: per split, the chosen classes' entries in file order
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -23,8 +22,11 @@ from typing import Any
 from torchvision.datasets import Food101
 
 from vitlab.data.datamodule import ImageFolderDataModule, Samples
+from vitlab.data.download import CLASH_ERRNOS, NETWORK_ERRORS
+from vitlab.errors import ConfigError, DataError, ExistingFileError, MissingFileError, NetworkError
 
 SPLITS = ("train", "test")
+META_FILES = ("classes.txt", *(f"{split}.json" for split in SPLITS))
 FOODVISION_BIG_FRACTION = 0.2  # the course's FoodVision Big: all 101 classes, 20 % of the images
 
 
@@ -32,11 +34,11 @@ def food101_folder(root: str | Path) -> Path:
     """The ``food-101`` folder: ``root`` may be torchvision's root (holding ``food-101/``) or that folder."""
     root = Path(root).expanduser()
     for folder in (root / "food-101", root):
-        if (folder / "meta" / "train.json").is_file() and (folder / "images").is_dir():
+        if all((folder / "meta" / name).is_file() for name in META_FILES) and (folder / "images").is_dir():
             return folder
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no Food-101 at {root}: expected {root}/food-101/images/<class>/<id>.jpg and "
-        f"{root}/food-101/meta/train.json (torchvision's Food101 layout; data=food101 with "
+        f"{', '.join(META_FILES)} in {root}/food-101/meta (torchvision's Food101 layout; data=food101 with "
         f"data.download=true, or torchvision.datasets.Food101(root, download=True), creates it)."
     )
 
@@ -54,9 +56,12 @@ def choose_classes(wanted: Sequence[str] | None, available: Sequence[str]) -> li
         return sorted(available)
     unknown = sorted(set(wanted) - set(available))
     if unknown:
-        raise ValueError(f"unknown Food-101 classes {unknown}: choose from {', '.join(sorted(available))}.")
+        raise ConfigError(
+            f"classes={list(wanted)}: unknown Food-101 classes {unknown}; choose from "
+            f"{', '.join(sorted(available))}."
+        )
     if len(set(wanted)) < 2:
-        raise ValueError(f"classes={list(wanted)}: a classifier needs at least 2 different classes.")
+        raise ConfigError(f"classes={list(wanted)}: a classifier needs at least 2 different classes.")
     return sorted(set(wanted))
 
 
@@ -81,18 +86,28 @@ def download_food101(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".food-101.", suffix=".partial", dir=root))
     try:
+        offline = (
+            f"fetch and extract it elsewhere so that {root}/food-101/images and {root}/food-101/meta "
+            f"exist, or point data.root at an existing copy."
+        )
         try:
             Food101(tmp, download=True)
-        except (OSError, http.client.HTTPException, RuntimeError) as err:  # RuntimeError: bad MD5
-            raise RuntimeError(
+        except NETWORK_ERRORS as err:
+            raise NetworkError(
                 f"no Food-101 at {root} (data.root) and downloading {Food101._URL} failed: {err}. "
-                f"Without network, fetch and extract it elsewhere so that {root}/food-101/images and "
-                f"{root}/food-101/meta exist, or point data.root at an existing copy."
+                f"Without network, {offline}"
+            ) from err
+        except RuntimeError as err:  # torchvision's "File not found or corrupted.": a wrong MD5
+            raise DataError(
+                f"no Food-101 at {root} (data.root) and the download of {Food101._URL} is not the "
+                f"expected archive ({err}): it is incomplete, or changed upstream. Try again, or {offline}"
             ) from err
         try:
             os.replace(tmp / "food-101", root / "food-101")  # over a missing or empty folder only
         except OSError as err:
-            raise FileExistsError(
+            if err.errno not in CLASH_ERRNOS:
+                raise
+            raise ExistingFileError(
                 f"cannot move the downloaded Food-101 to {root}/food-101: it exists and is not empty, "
                 f"yet holds no complete Food-101. Delete it, or set data.root elsewhere."
             ) from err
@@ -152,8 +167,8 @@ class Food101DataModule(ImageFolderDataModule):
         samples: dict[str, Samples] = {}
         for split, entries in subset.items():
             if not entries:
-                raise ValueError(
-                    f"fraction={self.fraction} keeps no {split} image of classes {self.class_names}: "
+                raise ConfigError(
+                    f"data.fraction={self.fraction} keeps no {split} image of classes {self.class_names}: "
                     f"raise data.fraction."
                 )
             samples[split] = sorted(

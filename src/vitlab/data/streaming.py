@@ -31,6 +31,7 @@ from torchvision.transforms.v2 import functional as F
 
 from vitlab.data.datamodule import ImageDataModule, Samples
 from vitlab.data.folder import load_image
+from vitlab.errors import MissingFileError
 
 try:
     from litdata import StreamingDataLoader, StreamingDataset, optimize
@@ -115,7 +116,7 @@ def read_meta(input_dir: str, cache_dir: str | None = None) -> tuple[list[str], 
     try:
         meta = StreamingDataset(f"{input_dir}/{META}", cache_dir=cache_dir)[0]
     except (FileNotFoundError, ValueError) as err:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"data.input_dir={input_dir} holds no streaming dataset ({err}). Convert images first: "
             f"python scripts/convert_streaming.py --images <folder> --out {input_dir}"
         ) from err
