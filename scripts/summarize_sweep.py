@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitlab.sweep import summarize_sweep, summarize_wandb
+from vitlab.sweep_summary import summarize_sweep, summarize_wandb
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from vitlab.models.cost import variant_cost
-from vitlab.sweep import COLUMNS, read_csv_history, summarize_sweep, summarize_wandb
+from vitlab.sweep_summary import COLUMNS, read_csv_history, summarize_sweep, summarize_wandb
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["data=synthetic", "trainer.max_epochs=2"]

@@ -196,7 +196,7 @@ def test_sincos_needs_a_dim_divisible_by_four():
 def test_sequence_pooling_weights_sum_to_one_and_weight_the_patch_tokens():
     torch.manual_seed(0)
     model = tiny_vit(pooling="seq").eval()
-    tokens = model.encode(torch.randn(2, 3, 32, 32))
+    tokens = model.encode_images(torch.randn(2, 3, 32, 32))
     weights = model.pooling_weights(tokens)
     assert weights.shape == (2, 16) and (weights > 0).all()
     assert torch.allclose(weights.sum(-1), torch.ones(2))

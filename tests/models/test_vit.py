@@ -80,7 +80,7 @@ def test_average_pooling_uses_the_patch_tokens():
     model = tiny_vit(pooling="avg").eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_features(x), model.encode(x)[:, 1:].mean(1))
+        torch.testing.assert_close(model.forward_features(x), model.encode_images(x)[:, 1:].mean(1))
 
 
 def test_representation_layer_is_a_tanh_hidden_layer_before_the_head():

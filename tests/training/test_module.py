@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from vitlab.data import SyntheticDataModule
-from vitlab.sweep import read_csv_history
+from vitlab.sweep_summary import read_csv_history
 from vitlab.training.module import ViTClassifier, classification_metrics
 
 MODEL = dict(model_name="vit_ti16", model_options=dict(image_size=32, patch_size=8, depth=2))
@@ -30,14 +30,6 @@ def test_freeze_backbone_leaves_only_the_head_trainable():
     module = ViTClassifier(**MODEL, num_classes=3, freeze_backbone=True)
     trainable = [n for n, p in module.model.named_parameters() if p.requires_grad]
     assert trainable == ["head.weight", "head.bias"]
-
-
-def test_predict_step_returns_probabilities():
-    module = ViTClassifier(**MODEL, num_classes=4).eval()
-    torch.nn.init.normal_(module.model.head.weight)
-    probabilities = module.predict_step(torch.randn(5, 3, 32, 32), 0)
-    assert probabilities.shape == (5, 4)
-    torch.testing.assert_close(probabilities.sum(-1), torch.ones(5))
 
 
 def test_soft_targets_and_label_smoothing_give_the_expected_loss():

@@ -346,15 +346,15 @@ class VisionTransformer(nn.Module):
         """Eq. 1: patch embeddings with the class token prepended, plus position embeddings."""
         return self.add_class_and_position(self.patch_tokens(x))
 
-    def encoder(self, z: Tensor) -> Tensor:
+    def encode_tokens(self, z: Tensor) -> Tensor:
         """Eqs. 2-3 over embedded tokens, then the final LayerNorm: ``[B, N+1, D]``."""
         for block in self.blocks:
             z = block(z)
         return self.norm(z)
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode_images(self, x: Tensor) -> Tensor:
         """All tokens after the encoder and its final LayerNorm: ``[B, N+1, D]``."""
-        return self.encoder(self.embed(x))
+        return self.encode_tokens(self.embed(x))
 
     def pooling_weights(self, tokens: Tensor) -> Tensor:
         """Sequence pooling's weights over the patch tokens, ``[B, N]``, summing to 1 per image."""
@@ -372,7 +372,7 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The backbone: images ``[B, C, H, W]`` -> image representation ``y`` ``[B, D]``."""
-        return self.pool(self.encode(x))
+        return self.pool(self.encode_images(x))
 
     def forward_head(self, features: Tensor) -> Tensor:
         """The classifier: ``[B, D]`` -> logits ``[B, num_classes]``."""

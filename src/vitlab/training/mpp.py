@@ -145,7 +145,7 @@ class MaskedPatchPrediction(L.LightningModule):
             self.mask_probability,
             self.random_probability,
         )
-        tokens = self.model.encoder(self.model.add_class_and_position(corrupted))  # [B, N+1, D]
+        tokens = self.model.encode_tokens(self.model.add_class_and_position(corrupted))  # [B, N+1, D]
         return self.colour_head(tokens[:, 1:][chosen]), chosen
 
     def _step(self, batch: Sequence[Tensor], stage: str) -> Tensor:
