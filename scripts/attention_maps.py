@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vitlab.checkpoint import load_classifier
 from vitlab.loggers import wandb_mode
+from vitlab.models.preprocessing import checkpoint_preprocessing
 from vitlab.predict import class_probabilities, image_files, prepared_batches
 from vitlab.viz.attention import save_attention_overlays
 
@@ -35,7 +36,8 @@ def main() -> None:
     module = load_classifier(args.ckpt)
     files = image_files(args.images)
     written: list[Path] = []
-    for batch, pictures, inputs in prepared_batches(module, files, args.batch_size):
+    preprocessing = checkpoint_preprocessing(args.ckpt, module.hparams)
+    for batch, pictures, inputs in prepared_batches(module, files, preprocessing, args.batch_size):
         probabilities = class_probabilities(module, inputs)
         titles = [
             f"rollout | pred: {module.class_names[int(p.argmax())]} ({float(p.max()):.2f})"

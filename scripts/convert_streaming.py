@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vitlab.data import Food101DataModule, ImageFolderDataModule
 from vitlab.data.streaming import write_streaming_dataset
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,10 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--classes and --fraction select from Food-101: use them with --food101, not --images.")
     try:
         if args.images is not None:
-            source_data = ImageFolderDataModule(args.images, val_fraction=0)
+            source_data = ImageFolderDataModule(args.images, val_fraction=0, preprocessing=FROM_SCRATCH)
         else:
             source_data = Food101DataModule(
-                args.food101, classes=args.classes, fraction=args.fraction, seed=args.seed
+                args.food101,
+                classes=args.classes,
+                fraction=args.fraction,
+                seed=args.seed,
+                preprocessing=FROM_SCRATCH,  # only the listing is used: images are stored unprepared
             )
         samples, not_images = source_data.find_samples()
     except (FileNotFoundError, ValueError) as err:

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
-from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.data import load_image
+from vitlab.checkpoint import load_classifier
+from vitlab.data import eval_transform, load_image
+from vitlab.models.preprocessing import checkpoint_preprocessing
 
 # The course's notebook 09 (its own machine's CPU), for comparison only.
 COURSE = (
@@ -46,7 +47,7 @@ def measure(ckpt: Path, image: Path | None, threads: int, min_run_time: float) -
     torch.set_num_threads(threads)
     module = load_classifier(ckpt).eval()
     model, size = module.model, module.image_size
-    transform = eval_transform_for(module)
+    transform = eval_transform(size, checkpoint_preprocessing(ckpt, module.hparams))
     x = transform(load_image(image)) if image else torch.rand(3, size, size)
     with torch.inference_mode():
         model(x[None])  # warm-up: first-call allocations are not what a deployed app pays per image

@@ -47,7 +47,9 @@ def test_pretrained_weights_give_all_three_pictures(compose_config, make_image_f
 
 
 def test_a_training_checkpoint_brings_its_model(compose_config, make_image_folder, tmp_path):
-    module = ViTClassifier("vit_ti16", num_classes=3, model_options={**OPTIONS, "depth": 3})
+    module = ViTClassifier(
+        "vit_ti16", num_classes=3, model_options={**OPTIONS, "depth": 3}
+    )  # no preprocessing
     checkpoint = {
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),
@@ -55,13 +57,15 @@ def test_a_training_checkpoint_brings_its_model(compose_config, make_image_folde
         "global_step": 10,  # as every training checkpoint has
     }
     torch.save(checkpoint, tmp_path / "last.ckpt")
-    cfg = compose_config(
-        f"ckpt_path={tmp_path / 'last.ckpt'}",
-        f"images={make_image_folder(n_per_class=1)}",
-        config_name="analyze",
-    )
+    images = f"images={make_image_folder(n_per_class=1)}"
+    untold = compose_config(f"ckpt_path={tmp_path / 'last.ckpt'}", images, config_name="analyze")
+    with pytest.raises(ConfigError, match=r"does not say how its inputs.*preprocessing.mean=\[...\]"):
+        analyze(untold)
+    half = ["preprocessing.mean=[0.5,0.5,0.5]", "preprocessing.std=[0.5,0.5,0.5]"]
+    cfg = compose_config(f"ckpt_path={tmp_path / 'last.ckpt'}", images, *half, config_name="analyze")
     assert cfg.model.name != "vit_ti16"  # the config's default model is another one
     results = analyze(cfg)
+    assert cfg.preprocessing.mean == [0.5, 0.5, 0.5] and cfg.preprocessing.interpolation == "bilinear"
     assert torch.tensor(results["mean_attention_distance"]).shape == (3, 3)
     saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert (saved["model"], saved["pretrained"]) == ("vit_ti16", None)  # the checkpoint's, not the default

@@ -16,21 +16,23 @@ from vitlab.checkpoint import (
     FORMAT_VERSION,
     carried_hyperparameters,
     check_fits,
-    eval_transform_for,
     load_classifier,
+    preprocessing_of,
     read_training_checkpoint,
+    stored_preprocessing,
     trained_preprocessing,
 )
-from vitlab.data.transforms import eval_transform
 from vitlab.errors import ConfigError, MissingFileError
 from vitlab.models import create_model
+from vitlab.models.preprocessing import Preprocessing
 from vitlab.models.weights import load_pretrained
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 OPTIONS = {"image_size": 32, "patch_size": 8, "depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64}
-DATA = {"root": "images", "batch_size": 2, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"}
+DATA = {"root": "images", "batch_size": 2}
+GOOGLE = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
 
 
 def trained(module: L.LightningModule, path: Path) -> Path:
@@ -57,7 +59,7 @@ def classifier() -> ViTClassifier:
         class_names=["pizza", "steak", "sushi"],
         model_options=OPTIONS,
         optimizer=partial(torch.optim.SGD, lr=0.1),
-        **carried_hyperparameters(DATA),
+        **carried_hyperparameters(DATA, GOOGLE),
     )
 
 
@@ -91,12 +93,15 @@ def test_a_trained_checkpoint_carries_the_format_version_and_what_eval_needs(sav
         "crop_pct": None,
         "resize_size": None,
     }
-    assert trained_preprocessing(saved) == stored.hyper_parameters["preprocessing"]
+    assert trained_preprocessing(saved) == GOOGLE
 
 
 def test_a_pre_training_checkpoint_carries_the_format_version_too(tmp_path: Path):
     module = MaskedPatchPrediction(
-        "vit_ti16", model_options=OPTIONS, optimizer=partial(torch.optim.SGD, lr=0.1)
+        "vit_ti16",
+        model_options=OPTIONS,
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        preprocessing=stored_preprocessing(GOOGLE),
     )
     path = trained(module, tmp_path / "mpp.ckpt")
     assert read_training_checkpoint(path).format_version == FORMAT_VERSION
@@ -108,9 +113,7 @@ def test_the_loaded_classifier_is_the_trained_one_with_its_preprocessing(saved: 
     for name, tensor in module.state_dict().items():
         torch.testing.assert_close(tensor, stored.state_dict[name])
     assert module.class_names == ["pizza", "steak", "sushi"]
-    image = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8)
-    expected = eval_transform(32, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic")(image)
-    torch.testing.assert_close(eval_transform_for(module)(image), expected)  # prepared as in training
+    assert preprocessing_of(module.hparams) == GOOGLE  # prepared as in training
 
 
 def test_a_checkpoint_from_before_the_version_existed_reads_as_version_0_and_loads(

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from vitlab.cli.command import composition_message
 from vitlab.cli.validate import validate
 from vitlab.errors import ConfigError
 from vitlab.models import ModelConfig
@@ -64,7 +65,8 @@ def test_image_size_follows_the_model_into_the_data(compose_config):
         ("optimizer.weight_decay=-1", r"^optimizer.weight_decay=-1: Invalid weight_decay"),
         ("model.dropout=1.2", r"model.dropout=1.2 must lie in \[0, 1\)"),
         ("data.batch_size=0", r"^data.batch_size=0: must be at least 1"),
-        ("data.resize_size=16", r"data.resize_size=16 is smaller than data.image_size=32"),
+        ("preprocessing.resize_size=16", r"preprocessing.resize_size=16 is smaller than data.image_size=32"),
+        ("preprocessing.mean=[0.5,0.5]", r"preprocessing.mean=\[0.5, 0.5\] must hold 3 values"),
         ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0"),
         ("label_smoothing=1.5", "label_smoothing=1.5"),
         ("model.name=vit_q16", r"model.name=vit_q16: unknown model 'vit_q16'"),
@@ -116,6 +118,18 @@ def test_unknown_keys_and_options_fail_at_composition(compose_config, override, 
     assert override.split("=")[0].split(".")[-1] in str(raised.value) or override.split("=")[1] in str(
         raised.value
     )
+
+
+def test_the_data_groups_old_preprocessing_options_point_at_preprocessing(compose_config):
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose_config("data.mean=[0.5,0.5,0.5]")
+    assert composition_message(raised.value).startswith(
+        "data.mean is not an option: did you mean preprocessing.mean?"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^data.std is not an option of .*: did you mean preprocessing.std\?"
+    ):
+        validate(compose_config("+data.std=[0.5,0.5,0.5]"))
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_is_fast(monkeypatch):

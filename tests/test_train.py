@@ -88,8 +88,9 @@ def test_foodvision_finetune_experiment_loads_local_torchvision_weights(
     capture = CaptureModule()
     results = train(cfg, callbacks=[capture])
     assert results["global_step"] == 1
-    resize = resize_size_for(cfg.model.image_size, cfg.data.resize_size, cfg.data.crop_pct)
-    assert (resize, cfg.data.interpolation) == (256, "bilinear")  # the weights' own transform
+    inputs = cfg.preprocessing  # what ran, as the saved config shows it
+    resize = resize_size_for(cfg.model.image_size, inputs.resize_size, inputs.crop_pct)
+    assert (resize, inputs.interpolation) == (256, "bilinear")  # the weights' own transform
     model = capture.module.model
     assert torch.equal(model.position_embedding.cpu(), reference.encoder.pos_embedding)
     assert model.head.out_features == 3

@@ -15,10 +15,13 @@ import yaml
 from test_cli import wandb_records
 from torchvision.transforms import v2
 
-from vitlab.checkpoint import eval_transform_for, load_classifier
-from vitlab.data import load_image
+import vitlab.eval
+from vitlab.checkpoint import load_classifier, preprocessing_of, stored_preprocessing, trained_preprocessing
+from vitlab.data import eval_transform, load_image
+from vitlab.data.datamodule import build_datamodule
 from vitlab.eval import evaluate
 from vitlab.models import create_model
+from vitlab.models.preprocessing import Preprocessing
 from vitlab.models.weights import to_timm
 from vitlab.predict import predict_files
 from vitlab.train import train
@@ -62,8 +65,8 @@ def test_transfer_run_prints_stores_and_reuses_the_weights_preprocessing(
 
     printed = capsys.readouterr().out
     assert "crop_pct: 0.9" in printed and "interpolation: bicubic" in printed
-    saved = yaml.safe_load((tmp_path / "run" / "config_resolved.yaml").read_text())["data"]
-    assert {key: saved[key] for key in AUGREG} == AUGREG
+    saved = yaml.safe_load((tmp_path / "run" / "config_resolved.yaml").read_text())["preprocessing"]
+    assert saved == {**AUGREG, "resize_size": None}
 
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     module = load_classifier(ckpt)
@@ -80,16 +83,17 @@ def test_transfer_run_prints_stores_and_reuses_the_weights_preprocessing(
             v2.Normalize(AUGREG["mean"], AUGREG["std"]),
         ]
     )
-    torch.testing.assert_close(eval_transform_for(module)(image), reference(image))
+    trained = preprocessing_of(module.hparams)
+    torch.testing.assert_close(eval_transform(module.image_size, trained)(image), reference(image))
     with torch.no_grad():
         expected = module.eval()(reference(image)[None]).softmax(-1)
-    torch.testing.assert_close(predict_files(module, [image_file]), expected)
+    torch.testing.assert_close(predict_files(module, [image_file], trained), expected)
 
     eval_cfg = compose_config(
         f"ckpt_path={ckpt}", f"data.root={root}", "data.num_workers=0", "logger=csv", config_name="eval"
     )
     metrics = evaluate(eval_cfg)
-    assert {key: module.hparams["data_config"][key] for key in AUGREG} == AUGREG  # what eval reads
+    assert eval_cfg.preprocessing == module.hparams["preprocessing"]  # what eval prepared images with
     assert metrics["test/acc"] == pytest.approx(
         results["metrics"]["test/acc"]
     )  # same checkpoint, same inputs
@@ -106,9 +110,38 @@ def test_transfer_run_prints_stores_and_reuses_the_weights_preprocessing(
 
 class CaptureModule(L.Callback):
     module: L.LightningModule | None = None
+    datamodule: L.LightningDataModule | None = None
 
     def on_train_end(self, trainer, module):
-        self.module = module
+        self.module, self.datamodule = module, trainer.datamodule
+
+
+def test_preprocessing_options_reach_the_datamodule_the_checkpoint_and_eval_as_one_object(
+    compose_config, timm_file, tmp_path, monkeypatch
+):
+    given = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # a timm file does not say: the user does
+    half = ["preprocessing.mean=[0.5,0.5,0.5]", "preprocessing.std=[0.5,0.5,0.5]"]
+    capture = CaptureModule()
+    train(compose_config(f"model.pretrained={timm_file}", *half, "test=false"), callbacks=[capture])
+    assert capture.datamodule.preprocessing == given
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert trained_preprocessing(ckpt) == given
+    saved = yaml.safe_load((tmp_path / "run" / "config_resolved.yaml").read_text())["preprocessing"]
+    assert saved == stored_preprocessing(given)
+
+    seen: list[Preprocessing] = []
+
+    def recording(data, preprocessing, **options):
+        seen.append(preprocessing)
+        return build_datamodule(data, preprocessing, **options)
+
+    monkeypatch.setattr(vitlab.eval, "build_datamodule", recording)
+    evaluate(compose_config(f"ckpt_path={ckpt}", "logger=csv", config_name="eval"), overrides=[])
+    bicubic = compose_config(
+        f"ckpt_path={ckpt}", "preprocessing.interpolation=bicubic", "logger=csv", config_name="eval"
+    )
+    evaluate(bicubic, overrides=[])  # the command line wins over the checkpoint
+    assert seen == [given, Preprocessing(given.mean, given.std, "bicubic")]
 
 
 def test_full_fine_tuning_at_higher_resolution_interpolates_position_embeddings_and_trains_everything(
@@ -129,7 +162,9 @@ def test_full_fine_tuning_at_higher_resolution_interpolates_position_embeddings_
     assert cfg.scheduler.decay == "cosine"
     capture = CaptureModule()
     results = train(cfg, callbacks=[capture])
-    assert results["global_step"] == 1 and cfg.data.crop_pct == 0.9  # resize floor(48 / 0.9) = 53, crop 48
+    assert (
+        results["global_step"] == 1 and cfg.preprocessing.crop_pct == 0.9
+    )  # resize floor(48 / 0.9) = 53, crop 48
     model = capture.module.model
     assert model.position_embedding.shape == (1, 1 + 6 * 6, 192)  # from the checkpoint's 4 x 4 grid
     assert all(p.requires_grad for p in model.parameters())

@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from hydra import compose
 from hydra.errors import ConfigCompositionException, OverrideParseException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from vitlab.cli.command import initialize_configs
+from vitlab.data.datamodule import build_datamodule
 from vitlab.errors import ConfigError
 from vitlab.models import create_model
-from vitlab.train import build_module, train
+from vitlab.train import build_module, resolve_run_preprocessing, train
 
 # A run returns None to have its whole call timed, or the seconds of the part it timed itself (one
 # value or several, e.g. the epochs inside a longer fit).
@@ -392,10 +392,11 @@ def bare_fit(cfg: DictConfig, settings: TrainerSettings) -> tuple[list[float], n
             f"trainer.precision={settings.precision}: the bare loop runs {', '.join(mixed)}; pick one."
         )
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    preprocessing = resolve_run_preprocessing(cfg)
+    datamodule = build_datamodule(cfg.data, preprocessing)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
+    module = build_module(cfg, datamodule.num_classes, datamodule.class_names, preprocessing)
     model = module.model.to(settings.device).train()
     if cfg.get("compile"):
         model.compile()

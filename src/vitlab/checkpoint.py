@@ -5,8 +5,8 @@ weights only, ``hyper_parameters``) plus ``vitlab_format``, the version of what 
 checkpoints written before that key existed are version 0. It carries the data config, class names
 and preprocessing, so eval, predict and resume need nothing retyped. Every ``.pth``/``.ckpt`` file
 of the project, weights included, is read by ``load_torch_file``. This module imports no project
-module that could import it back (``models.weights`` reads files with it): the classifier is
-imported where it is built.
+module that could import it back (``models.weights`` reads files with it): the classifier and the
+``Preprocessing`` are imported where they are built.
 """
 
 from __future__ import annotations
@@ -14,24 +14,21 @@ from __future__ import annotations
 import pickle
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from vitlab.data.transforms import Pipeline, eval_transform
 from vitlab.errors import ConfigError, MissingFileError
 
 if TYPE_CHECKING:
+    from vitlab.models.preprocessing import Preprocessing
     from vitlab.training.module import ViTClassifier
 
 FORMAT_VERSION = 1  # 1: the version key itself; raise it when what is stored changes meaning
 FORMAT_KEY = "vitlab_format"
-
-# Data options a checkpoint must carry so that its inputs are prepared as in training.
-PREPROCESSING_KEYS = ("mean", "std", "interpolation", "crop_pct", "resize_size")
 
 # What torch.load raises for a file it cannot read as tensors and plain values (torch's own message
 # then advises weights_only=False and filing an issue: not the user's fix).
@@ -115,35 +112,52 @@ def checkpoint_step(path: Path) -> int:
     return read_training_checkpoint(path).global_step
 
 
-def carried_hyperparameters(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint carries of the run's resolved data config (plain values, so it loads with
-    ``weights_only=True``): the preprocessing, and the whole config with an absolute root, which is
-    all eval needs to test on the same data."""
+def stored_preprocessing(preprocessing: Preprocessing) -> dict[str, Any]:
+    """How a checkpoint (and the printed config) holds a ``Preprocessing``: plain values, lists not
+    tuples, so it loads with ``weights_only=True`` and reads as YAML."""
+    return asdict(preprocessing) | {"mean": list(preprocessing.mean), "std": list(preprocessing.std)}
+
+
+def carried_hyperparameters(data: Mapping[str, Any], preprocessing: Preprocessing) -> dict[str, Any]:
+    """What a checkpoint carries of the run's inputs: its preprocessing, and its resolved data
+    config with an absolute root, which is all eval needs to test on the same data."""
     data_config = dict(data)
     if data_config.get("root"):
         data_config["root"] = str(Path(data_config["root"]).expanduser().resolve())
-    return {"preprocessing": {key: data.get(key) for key in PREPROCESSING_KEYS}, "data_config": data_config}
+    return {"preprocessing": stored_preprocessing(preprocessing), "data_config": data_config}
 
 
-def preprocessing_of(hyper_parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The preprocessing a checkpoint's run trained with ({} where none was stored)."""
-    return dict(hyper_parameters.get("preprocessing") or {})
+def preprocessing_of(hyper_parameters: Mapping[str, Any]) -> Preprocessing | None:
+    """The preprocessing a checkpoint's run trained with; None where no mean and std were stored.
+    Older checkpoints hold the same keys, with None for a bilinear resize."""
+    from vitlab.models.preprocessing import Preprocessing  # here: models import this module
+
+    stored = hyper_parameters.get("preprocessing") or {}
+    if stored.get("mean") is None or stored.get("std") is None:
+        return None
+    return Preprocessing(**{key: value for key, value in stored.items() if value is not None})
 
 
 def data_config_of(hyper_parameters: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The data config a checkpoint's run trained on (None where none was stored)."""
-    return hyper_parameters.get("data_config")
+    """The data config a checkpoint's run trained on (None where none was stored), less the
+    preprocessing options older runs kept in it (now ``preprocessing_of``)."""
+    from vitlab.models.preprocessing import Preprocessing
+
+    stored = hyper_parameters.get("data_config")
+    if stored is None:
+        return None
+    moved = {field.name for field in fields(Preprocessing)}
+    return {key: value for key, value in stored.items() if key not in moved}
 
 
-def trained_preprocessing(path: str | Path) -> dict[str, Any] | None:
+def trained_preprocessing(path: str | Path) -> Preprocessing | None:
     """The preprocessing a vitlab training checkpoint (of either task, e.g. ``task=mpp``'s
     ``last.ckpt``) was trained with; None for plain weights files and checkpoints that do not say
     (a readable torch file: check it with ``weights.checkpoint_format`` first)."""
     contents = load_torch_file(Path(path))
     if not is_training_checkpoint(contents):
         return None
-    preprocessing = preprocessing_of(TrainingCheckpoint.from_contents(contents, Path(path)).hyper_parameters)
-    return preprocessing if preprocessing.get("mean") is not None else None
+    return preprocessing_of(TrainingCheckpoint.from_contents(contents, Path(path)).hyper_parameters)
 
 
 def check_fits(state_dict: Mapping[str, Tensor], checkpoint: Path) -> None:
@@ -188,9 +202,3 @@ def load_classifier(ckpt_path: str | Path) -> ViTClassifier:
     except (TypeError, ValueError, RuntimeError) as error:
         raise ConfigError(f"ckpt_path={path}: {error}") from None
     return module
-
-
-def eval_transform_for(module: ViTClassifier) -> Pipeline:
-    """The evaluation transform a checkpoint was trained with (image size, mean, std, resize)."""
-    preprocessing = preprocessing_of(module.hparams)
-    return eval_transform(module.image_size, **{k: v for k, v in preprocessing.items() if v is not None})

@@ -1,4 +1,4 @@
-"""The eval command: ``vitlab-eval ckpt_path=.../last.ckpt [data=...] [data.x=...]``."""
+"""The eval command: ``vitlab-eval ckpt_path=.../last.ckpt [data=...] [data.x=...] [preprocessing.x=...]``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vitlab.checkpoint import data_config_of, load_classifier, preprocessing_of
+from vitlab.checkpoint import data_config_of, load_classifier
 from vitlab.cli.command import command
+from vitlab.cli.preprocessing import command_preprocessing
+from vitlab.data.datamodule import build_datamodule
 from vitlab.errors import DataError
 from vitlab.loggers import build_loggers
+from vitlab.models.preprocessing import checkpoint_preprocessing
 from vitlab.training.module import ViTClassifier
 from vitlab.training.trainer import build_trainer
 
@@ -24,16 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def data_config(cfg: DictConfig, module: ViTClassifier, overrides: list[Override]) -> DictConfig:
-    """The data to test on: the training run's data config stored in the checkpoint (root, classes,
-    preprocessing), unless the command picks a ``data=`` config; ``data.*`` options given on the
-    command line win either way. Checkpoints without a stored data config use the composed one."""
+    """The data to test on: the training run's data config stored in the checkpoint (root, classes),
+    unless the command picks a ``data=`` config; ``data.*`` options given on the command line win
+    either way. Checkpoints without a stored data config use the composed one."""
     stored = data_config_of(module.hparams)
     if stored is None or any(o.key_or_group == "data" for o in overrides):
-        with open_dict(cfg):  # the checkpoint decides how images are prepared
-            # in place of ${model.image_size}: eval has no model config
+        with open_dict(cfg):  # in place of ${model.image_size}: eval has no model config
             cfg.data.image_size = module.image_size
-            for key, value in preprocessing_of(module.hparams).items():
-                cfg.data[key] = value
         data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
     else:
         data = OmegaConf.create(stored)
@@ -52,7 +51,13 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     data = data_config(cfg, module, OverridesParser.create().parse_overrides(overrides))
     with open_dict(cfg):
         cfg.data = data  # what the logged config shows: the data tested on
-    datamodule: L.LightningDataModule = instantiate(data)
+    preprocessing = command_preprocessing(
+        cfg,
+        lambda options: checkpoint_preprocessing(cfg.ckpt_path, module.hparams, options),
+        module.image_size,
+        f"ckpt_path={cfg.ckpt_path}",
+    )
+    datamodule = build_datamodule(data, preprocessing)
     datamodule.prepare_data()
     if list(datamodule.class_names) != list(module.class_names):
         raise DataError(

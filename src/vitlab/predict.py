@@ -1,4 +1,4 @@
-"""The predict command: ``vitlab-predict ckpt_path=... images=[a.jpg,photos/]``."""
+"""The predict command: ``vitlab-predict ckpt_path=... images=[a.jpg,photos/] [preprocessing.x=...]``."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from vitlab.checkpoint import eval_transform_for, load_classifier
+from vitlab.checkpoint import load_classifier
 from vitlab.cli.command import command
 from vitlab.cli.output import console
-from vitlab.data import load_image
+from vitlab.cli.preprocessing import command_preprocessing
+from vitlab.data import eval_transform, load_image
 from vitlab.errors import DataError, MissingFileError
+from vitlab.models.preprocessing import Preprocessing, checkpoint_preprocessing
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,12 @@ def image_files(sources: str | Sequence[str]) -> list[Path]:
 
 
 def prepared_batches(
-    module: ViTClassifier, files: Sequence[Path], batch_size: int = 32
+    module: ViTClassifier, files: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32
 ) -> Iterator[tuple[Sequence[Path], list[torch.Tensor], torch.Tensor]]:
-    """``(files, pictures, inputs)`` per batch, each image prepared as the model was trained:
-    ``pictures`` resized and cropped (uint8 ``[3, S, S]``, for display), ``inputs`` normalised."""
-    pipeline = eval_transform_for(module)
+    """``(files, pictures, inputs)`` per batch, each image prepared by ``preprocessing`` at the
+    model's size: ``pictures`` resized and cropped (uint8 ``[3, S, S]``, for display), ``inputs``
+    normalised."""
+    pipeline = eval_transform(module.image_size, preprocessing)
     for start in range(0, len(files), batch_size):
         batch = files[start : start + batch_size]
         pictures = [pipeline.prepare(load_image(file)) for file in batch]
@@ -68,9 +71,11 @@ def class_probabilities(module: ViTClassifier, inputs: torch.Tensor) -> torch.Te
     return module(inputs.to(module.device)).softmax(-1).float().cpu()
 
 
-def predict_files(module: ViTClassifier, files: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
-    """Class probabilities ``[len(files), num_classes]``, preparing images as the model was trained."""
-    batches = prepared_batches(module, files, batch_size)
+def predict_files(
+    module: ViTClassifier, files: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32
+) -> torch.Tensor:
+    """Class probabilities ``[len(files), num_classes]`` of images prepared by ``preprocessing``."""
+    batches = prepared_batches(module, files, preprocessing, batch_size)
     return torch.cat([class_probabilities(module, inputs) for _, _, inputs in batches])
 
 
@@ -93,7 +98,13 @@ def predict(cfg: DictConfig) -> torch.Tensor:
     module = load_classifier(cfg.ckpt_path)
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
     files = image_files(images)
-    probabilities = predict_files(module, files, cfg.batch_size)
+    preprocessing = command_preprocessing(
+        cfg,
+        lambda options: checkpoint_preprocessing(cfg.ckpt_path, module.hparams, options),
+        module.image_size,
+        f"ckpt_path={cfg.ckpt_path}",
+    )
+    probabilities = predict_files(module, files, preprocessing, cfg.batch_size)
     class_names = module.class_names
     print_predictions(files, probabilities, class_names, min(cfg.top_k, len(class_names)))
     output_dir = Path(cfg.paths.output_dir)

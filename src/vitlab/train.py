@@ -24,13 +24,13 @@ from vitlab import runs
 from vitlab.checkpoint import carried_hyperparameters, check_fits, checkpoint_step
 from vitlab.cli.command import command
 from vitlab.cli.output import print_tree
+from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.cli.validate import validate
-from vitlab.data.datamodule import usable_cpus
-from vitlab.data.transforms import resize_size_for
+from vitlab.data.datamodule import build_datamodule, usable_cpus
 from vitlab.errors import ConfigError
 from vitlab.loggers import build_loggers
 from vitlab.models.cost import variant_cost
-from vitlab.models.preprocessing import resolve_preprocessing
+from vitlab.models.preprocessing import Preprocessing, resolve_preprocessing
 from vitlab.models.variants import ModelConfig
 from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
 from vitlab.training.module import ViTClassifier
@@ -100,44 +100,24 @@ def _tested_checkpoint(
     return which, best.best_model_path
 
 
-def _plain(value: Any) -> Any:
-    """Plain Python values (lists, not ``ListConfig``) for code below the config edge."""
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def resolve_data_preprocessing(cfg: DictConfig) -> None:
-    """Write the weights' preprocessing (mean, std, interpolation, crop) into ``cfg.data`` where the
-    user left it null, so the printed config, the checkpoint, eval and predict all see what ran."""
-    data = cfg.data
-    try:
-        resolved = resolve_preprocessing(
-            cfg.model.get("pretrained"),
-            cfg.model.get("pretrained_file"),
-            **{key: _plain(data.get(key)) for key in ("mean", "std", "interpolation", "crop_pct")},
-        )
-        resize = resize_size_for(cfg.model.image_size, data.get("resize_size"), resolved["crop_pct"])
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    with open_dict(data):
-        data.update(resolved)
-    if resize == cfg.model.image_size and resolved["crop_pct"] is None:
-        sizes = f"resize to {resize} px"
-    else:
-        sizes = f"resize shorter side to {resize} px, centre crop {cfg.model.image_size}"
-    log.info(
-        "inputs: %s (%s), mean %s, std %s (from %s)",
-        sizes,
-        resolved["interpolation"],
-        resolved["mean"],
-        resolved["std"],
-        cfg.model.get("pretrained") or "no pretrained weights",
+def resolve_run_preprocessing(cfg: DictConfig) -> Preprocessing:
+    """The run's one ``Preprocessing``: the weights' (``model.pretrained``; none: the course's) with
+    the user's ``preprocessing.*`` on top; the datamodule and the checkpoint get it."""
+    pretrained = cfg.model.get("pretrained")
+    return command_preprocessing(
+        cfg,
+        lambda options: resolve_preprocessing(pretrained, cfg.model.get("pretrained_file"), options),
+        cfg.model.image_size,
+        pretrained or "no pretrained weights",
     )
 
 
-def build_module(cfg: DictConfig, num_classes: int, class_names: list[str]) -> L.LightningModule:
+def build_module(
+    cfg: DictConfig, num_classes: int, class_names: list[str], preprocessing: Preprocessing
+) -> L.LightningModule:
     """The LightningModule of ``cfg.task``: classification (default) or masked patch prediction."""
     model = ModelConfig.from_config(cfg.model)
-    carried = carried_hyperparameters(OmegaConf.to_container(cfg.data, resolve=True))
+    carried = carried_hyperparameters(OmegaConf.to_container(cfg.data, resolve=True), preprocessing)
     shared = dict(
         model_name=model.name,
         model_options=model.options,
@@ -209,16 +189,16 @@ def train(
     trainer: L.Trainer | None = None
     try:
         validate(cfg)
-        resolve_data_preprocessing(cfg)
+        preprocessing = resolve_run_preprocessing(cfg)
         ckpt_path = cfg.get("ckpt_path")
         resolved_config = output_dir / "config_resolved.yaml"
         print_tree(cfg, save_to=None if ckpt_path else resolved_config)
         L.seed_everything(cfg.seed, workers=True)
         started = time.perf_counter()
 
-        datamodule: L.LightningDataModule = instantiate(cfg.data, **share_cpus(cfg.data))
+        datamodule = build_datamodule(cfg.data, preprocessing, **share_cpus(cfg.data))
         datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
-        module = build_module(cfg, datamodule.num_classes, datamodule.class_names)
+        module = build_module(cfg, datamodule.num_classes, datamodule.class_names, preprocessing)
         if ckpt_path:
             check_fits(module.state_dict(), Path(ckpt_path))
             if overrides is not None and (output_dir / runs.HYDRA_OVERRIDES).is_file():

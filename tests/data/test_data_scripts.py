@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vitlab.data import ImageFolderDataModule
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -57,7 +58,7 @@ def test_make_foodvision_samples_a_seeded_fraction_of_the_chosen_classes(food101
     make(["--food101", str(food101), "--fraction", "0.5", "--seed", "2", "--out", str(tmp_path / "other")])
     assert listing(tmp_path / "other") != files
 
-    dm = ImageFolderDataModule(out, image_size=16, num_workers=0, val_fraction=0)
+    dm = ImageFolderDataModule(out, preprocessing=FROM_SCRATCH, image_size=16, num_workers=0, val_fraction=0)
     dm.setup("fit")  # the subset is a valid image folder
     assert dm.class_names == ["pizza", "steak", "sushi"]
 

@@ -8,18 +8,19 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from torch import nn
 
 from vitlab.data import ImageFolderDataModule, SyntheticDataModule, UnreadableImageError
+from vitlab.data.datamodule import build_datamodule
 from vitlab.errors import ConfigError, DataError, MissingFileError
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def datamodule(root: Path, **kwargs) -> ImageFolderDataModule:
     defaults = {"image_size": 16, "num_workers": 0, "batch_size": 4, "val_fraction": 0.25}
-    return ImageFolderDataModule(root, **{**defaults, **kwargs})
+    return ImageFolderDataModule(root, preprocessing=FROM_SCRATCH, **{**defaults, **kwargs})
 
 
 def names(dataset) -> set[str]:
@@ -258,7 +259,7 @@ class TargetProbe(L.LightningModule):
 
 
 def test_mixup_and_cutmix_give_soft_targets_in_training_only():
-    dm = SyntheticDataModule(
+    dm = SyntheticDataModule(preprocessing=FROM_SCRATCH,
         num_classes=4, image_size=16, batch_size=8, num_workers=0, train_size=16, val_size=8, test_size=8,
         mixup_alpha=0.8, cutmix_alpha=1.0,
     )  # fmt: skip
@@ -284,7 +285,7 @@ def test_configs_instantiate_with_the_models_image_size(tmp_path, config):
         overrides.append(f"data.root={tmp_path}/mine")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(overrides=overrides)
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data, FROM_SCRATCH)
     assert dm.image_size == 48
     assert dm.num_workers >= 1 and dm.batch_size == 32
     if config != "synthetic":

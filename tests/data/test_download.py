@@ -13,6 +13,7 @@ import pytest
 from vitlab.data import ImageFolderDataModule
 from vitlab.data.download import download_dataset
 from vitlab.errors import DataError, ExistingFileError, NetworkError
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 
 def zip_folder(source: Path, archive: Path, prefix: str = "") -> str:
@@ -48,7 +49,13 @@ def test_the_datamodule_downloads_in_prepare_data_and_only_once(make_image_folde
     sha = zip_folder(make_image_folder(n_per_class=2), www / "data.zip")
     root = tmp_path / "data" / "food"
     dm = ImageFolderDataModule(
-        root, url=f"{url}/data.zip", sha256=sha, image_size=16, num_workers=0, val_fraction=0
+        root,
+        preprocessing=FROM_SCRATCH,
+        url=f"{url}/data.zip",
+        sha256=sha,
+        image_size=16,
+        num_workers=0,
+        val_fraction=0,
     )
     dm.prepare_data()
     assert dm.class_names == ["pizza", "steak", "sushi"]
@@ -120,7 +127,9 @@ def test_without_network_the_error_says_where_data_was_looked_for_and_how_to_pro
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = tmp_path / "data" / "food"
-    dm = ImageFolderDataModule(root, url=f"http://127.0.0.1:{port}/data.zip", sha256=None)
+    dm = ImageFolderDataModule(
+        root, preprocessing=FROM_SCRATCH, url=f"http://127.0.0.1:{port}/data.zip", sha256=None
+    )
     with pytest.raises(
         NetworkError, match=rf"no dataset at {root} .*failed.*unzip it so that .*point data.root"
     ):

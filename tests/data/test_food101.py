@@ -12,6 +12,7 @@ from torchvision.datasets import Food101
 
 from vitlab.data import Food101DataModule
 from vitlab.errors import ConfigError, DataError, MissingFileError, NetworkError
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -28,7 +29,7 @@ def files_of(dm: Food101DataModule, split: str) -> list[str]:
 
 def test_all_classes_and_images_by_default_with_torchvision_labels(make_food101):
     root = make_food101()
-    dm = Food101DataModule(root, image_size=16, num_workers=0)
+    dm = Food101DataModule(root, preprocessing=FROM_SCRATCH, image_size=16, num_workers=0)
     dm.setup("fit")
     reference = Food101(root, split="train")  # torchvision reading the same layout
     assert dm.class_names == reference.classes == ["pizza", "ramen", "steak", "sushi"]
@@ -44,7 +45,12 @@ def test_a_class_subset_keeps_a_seeded_fraction_of_each_split(make_food101):
 
     def subset(seed: int) -> Food101DataModule:
         dm = Food101DataModule(
-            root / "food-101", classes=["sushi", "pizza", "steak"], fraction=0.5, seed=seed, num_workers=0
+            root / "food-101",
+            preprocessing=FROM_SCRATCH,
+            classes=["sushi", "pizza", "steak"],
+            fraction=0.5,
+            seed=seed,
+            num_workers=0,
         )
         dm.setup("fit")
         return dm
@@ -64,7 +70,14 @@ def test_the_datamodule_and_make_foodvision_draw_the_same_subset(make_food101, t
     make = runpy.run_path(str(SCRIPTS / "make_foodvision.py"), run_name="script_under_test")["main"]
     out = tmp_path / "subset"
     make(["--food101", str(root), "--fraction", "0.3", "--seed", "7", "--out", str(out)])
-    dm = Food101DataModule(root, classes=["pizza", "steak", "sushi"], fraction=0.3, seed=7, num_workers=0)
+    dm = Food101DataModule(
+        root,
+        preprocessing=FROM_SCRATCH,
+        classes=["pizza", "steak", "sushi"],
+        fraction=0.3,
+        seed=7,
+        num_workers=0,
+    )
     dm.setup("fit")
     for split in ("train", "test"):
         written = sorted(
@@ -83,14 +96,16 @@ def test_foodvision_big_is_all_classes_with_a_fifth_of_the_images(compose_config
 def test_bad_options_are_reported_with_the_fix(make_food101, tmp_path):
     root = make_food101()
     with pytest.raises(ConfigError, match=r"unknown Food-101 classes \['tacos'\]; choose from pizza, ramen"):
-        Food101DataModule(root, classes=["pizza", "tacos"]).class_names  # noqa: B018
+        Food101DataModule(root, preprocessing=FROM_SCRATCH, classes=["pizza", "tacos"]).class_names  # noqa: B018
     with pytest.raises(ValueError, match=r"fraction=0: must be in \(0, 1\]"):
-        Food101DataModule(root, fraction=0)
+        Food101DataModule(root, preprocessing=FROM_SCRATCH, fraction=0)
     with pytest.raises(ValueError, match=r"remove data.url"):
-        Food101DataModule(root, url="https://example.com/food.zip")
+        Food101DataModule(root, preprocessing=FROM_SCRATCH, url="https://example.com/food.zip")
     with pytest.raises(ConfigError, match=r"data.fraction=0.01 keeps no train image"):
-        Food101DataModule(root, classes=["pizza", "sushi"], fraction=0.01, num_workers=0).setup("fit")
-    missing = Food101DataModule(tmp_path / "nowhere", download=False)
+        Food101DataModule(
+            root, preprocessing=FROM_SCRATCH, classes=["pizza", "sushi"], fraction=0.01, num_workers=0
+        ).setup("fit")
+    missing = Food101DataModule(tmp_path / "nowhere", preprocessing=FROM_SCRATCH, download=False)
     with pytest.raises(MissingFileError, match=r"no Food-101 at .*nowhere.*data.download=true"):
         missing.prepare_data()
 
@@ -99,7 +114,7 @@ def test_a_food101_folder_without_its_class_list_is_reported_as_missing_files(ma
     root = make_food101()
     (root / "food-101" / "meta" / "classes.txt").unlink()
     with pytest.raises(MissingFileError, match=r"classes.txt, train.json, test.json in .*food-101/meta"):
-        Food101DataModule(root).prepare_data()
+        Food101DataModule(root, preprocessing=FROM_SCRATCH).prepare_data()
 
 
 @pytest.fixture
@@ -118,7 +133,7 @@ def test_prepare_data_downloads_with_torchvision_once_and_checks_the_md5(
     served_food101, tmp_path, monkeypatch
 ):
     root = tmp_path / "data"
-    dm = Food101DataModule(root, download=True, num_workers=0, image_size=16)
+    dm = Food101DataModule(root, preprocessing=FROM_SCRATCH, download=True, num_workers=0, image_size=16)
     dm.prepare_data()
     assert sorted(p.name for p in root.iterdir()) == ["food-101"]  # no archive or partial folder left
     assert dm.class_names == ["pizza", "ramen", "steak", "sushi"]
@@ -133,7 +148,7 @@ def test_prepare_data_downloads_with_torchvision_once_and_checks_the_md5(
     with pytest.raises(
         DataError, match=r"no Food-101 at .*other \(data.root\) and the download of http://127.*Try again"
     ):
-        Food101DataModule(other, download=True).prepare_data()
+        Food101DataModule(other, preprocessing=FROM_SCRATCH, download=True).prepare_data()
     assert list(other.iterdir()) == []  # nothing that a later run could take for a dataset
 
 
@@ -144,5 +159,5 @@ def test_a_failed_food101_download_is_a_network_error_with_the_offline_way(serve
     with pytest.raises(
         NetworkError, match=rf"downloading {url}/food-101.tar.gz failed: HTTP Error 404.*Without network"
     ):
-        Food101DataModule(root, download=True).prepare_data()
+        Food101DataModule(root, preprocessing=FROM_SCRATCH, download=True).prepare_data()
     assert list(root.iterdir()) == []

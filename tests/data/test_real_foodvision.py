@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from vitlab.data import ImageFolderDataModule
+from vitlab.data.datamodule import build_datamodule
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO.parent / "shared" / "data"
@@ -24,7 +25,7 @@ def test_foodvision_mini_config_finds_225_train_75_test_images_and_gives_a_batch
     overrides = ["+data=foodvision_mini", "+model.image_size=64", f"+paths.data_dir={DATA_DIR}"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(overrides=[*overrides, "data.num_workers=0"])
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data, FROM_SCRATCH)
     dm.prepare_data()  # a copy is there: nothing is downloaded
     assert dm.class_names == ["pizza", "steak", "sushi"]
     dm.setup("fit")
@@ -42,7 +43,7 @@ def test_a_notes_file_among_the_real_images_is_skipped_with_one_warning(tmp_path
     source = DATA_DIR / "pizza_steak_sushi"
     root = shutil.copytree(source, tmp_path / "pizza_steak_sushi")
     (root / "train" / "pizza" / "notes.txt").write_text("which ones have pineapple")
-    dm = ImageFolderDataModule(root, image_size=32, num_workers=0, val_fraction=0)
+    dm = ImageFolderDataModule(root, preprocessing=FROM_SCRATCH, image_size=32, num_workers=0, val_fraction=0)
     with pytest.warns(UserWarning) as record:
         dm.setup("fit")
     skipped = [str(w.message) for w in record if "(by extension)" in str(w.message)]

@@ -7,6 +7,7 @@ import torch
 
 from vitlab.data import SyntheticDataModule
 from vitlab.data.samplers import RepeatedAugmentationSampler
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 
 def test_each_index_comes_k_times_in_a_row_and_the_epoch_keeps_its_length():
@@ -45,6 +46,7 @@ def test_repeats_below_one_are_refused():
 
 def test_the_datamodule_option_puts_the_sampler_in_the_train_loader_only():
     datamodule = SyntheticDataModule(
+        preprocessing=FROM_SCRATCH,
         image_size=16,
         train_size=12,
         val_size=6,

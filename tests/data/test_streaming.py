@@ -27,6 +27,7 @@ from litdata import StreamingDataset
 
 from vitlab.data.streaming import StreamingDataModule, read_meta
 from vitlab.errors import MissingFileError
+from vitlab.models.preprocessing import Preprocessing
 from vitlab.train import train
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -68,7 +69,9 @@ def streamed(tmp_path_factory) -> Path:
 
 
 def datamodule(input_dir: Path, **kwargs) -> StreamingDataModule:
-    options = dict(image_size=16, batch_size=BATCH, num_workers=0, mean=(0, 0, 0), std=(1, 1, 1))
+    options = dict(
+        image_size=16, batch_size=BATCH, num_workers=0, preprocessing=Preprocessing((0, 0, 0), (1, 1, 1))
+    )
     return StreamingDataModule(str(input_dir), **{**options, **kwargs})
 
 
@@ -167,8 +170,8 @@ def streaming_run(compose_config, streamed, *overrides):
         f"data.input_dir={streamed}",
         "data.batch_size=8",
         "data.num_workers=0",
-        "data.mean=[0,0,0]",
-        "data.std=[1,1,1]",
+        "preprocessing.mean=[0,0,0]",
+        "preprocessing.std=[1,1,1]",
         *[o for o in TINY_RUN if not o.startswith("data")],
         "model.depth=1",
         "trainer.max_epochs=2",

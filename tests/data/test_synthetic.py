@@ -7,6 +7,7 @@ import torch
 
 from vitlab.data import SyntheticDataModule
 from vitlab.data.synthetic import SyntheticImages
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 
 def features(images: torch.Tensor) -> torch.Tensor:
@@ -24,7 +25,12 @@ def test_images_depend_only_on_seed_and_index():
 @pytest.mark.parametrize("num_classes", [3, 10])
 def test_a_nearest_colour_rule_learned_on_train_is_far_above_chance_on_val(num_classes):
     dm = SyntheticDataModule(
-        num_classes=num_classes, image_size=32, num_workers=0, train_size=20 * num_classes, val_size=40
+        preprocessing=FROM_SCRATCH,
+        num_classes=num_classes,
+        image_size=32,
+        num_workers=0,
+        train_size=20 * num_classes,
+        val_size=40,
     )
     dm.setup("fit")
     train, val = dm.datasets["train"], dm.datasets["val"]
@@ -39,7 +45,13 @@ def test_a_nearest_colour_rule_learned_on_train_is_far_above_chance_on_val(num_c
 
 def test_class_names_are_known_at_once_and_splits_do_not_share_images():
     dm = SyntheticDataModule(
-        num_classes=5, image_size=16, num_workers=0, train_size=10, val_size=5, test_size=5
+        preprocessing=FROM_SCRATCH,
+        num_classes=5,
+        image_size=16,
+        num_workers=0,
+        train_size=10,
+        val_size=5,
+        test_size=5,
     )
     assert dm.class_names == ["disc_0", "square_1", "triangle_2", "ring_3", "disc_4"]
     dm.setup("fit")
@@ -51,7 +63,12 @@ def test_class_names_are_known_at_once_and_splits_do_not_share_images():
 
 def test_batches_come_in_any_size():
     dm = SyntheticDataModule(
-        num_classes=7, image_size=40, batch_size=6, num_workers=0, train_transform="strong"
+        preprocessing=FROM_SCRATCH,
+        num_classes=7,
+        image_size=40,
+        batch_size=6,
+        num_workers=0,
+        train_transform="strong",
     )
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
@@ -62,4 +79,4 @@ def test_batches_come_in_any_size():
 
 def test_fewer_than_two_classes_is_refused():
     with pytest.raises(ValueError, match=r"num_classes=1: a classifier needs at least 2"):
-        SyntheticDataModule(num_classes=1)
+        SyntheticDataModule(preprocessing=FROM_SCRATCH, num_classes=1)

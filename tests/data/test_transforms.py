@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from vitlab.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from vitlab.data import eval_transform
 from vitlab.data.transforms import TRAIN_PRESETS, batch_alphas, batch_transform, train_transform
+from vitlab.models.preprocessing import FROM_SCRATCH, Preprocessing
 
 
 def photo(height: int = 48, width: int = 40) -> torch.Tensor:
@@ -17,37 +20,39 @@ def photo(height: int = 48, width: int = 40) -> torch.Tensor:
 
 def test_eval_transform_resizes_normalises_and_returns_float():
     image = photo()
-    out = eval_transform(32)(image)
+    out = eval_transform(32, FROM_SCRATCH)(image)
     assert out.shape == (3, 32, 32)
     assert out.dtype == torch.float32
     flat = torch.full((3, 10, 10), 255, dtype=torch.uint8)  # white -> (1 - mean) / std
-    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
-    assert torch.allclose(eval_transform(8)(flat)[:, 0, 0], expected)
+    expected = (1 - torch.tensor(FROM_SCRATCH.mean)) / torch.tensor(FROM_SCRATCH.std)
+    assert torch.allclose(eval_transform(8, FROM_SCRATCH)(flat)[:, 0, 0], expected)
 
 
 def test_eval_transform_takes_the_weights_own_mean_and_std():
     flat = torch.full((3, 4, 4), 255, dtype=torch.uint8)
-    assert torch.allclose(eval_transform(4, mean=[0.5] * 3, std=[0.5] * 3)(flat), torch.ones(3, 4, 4))
+    assert torch.allclose(eval_transform(4, Preprocessing([0.5] * 3, [0.5] * 3))(flat), torch.ones(3, 4, 4))
 
 
 def test_resize_size_resizes_the_shorter_side_then_centre_crops():
     image = torch.zeros(3, 40, 80, dtype=torch.uint8)
     image[:, :, 20:60] = 255  # a bright centre, dark left and right quarters
-    transform = eval_transform(16, resize_size=20)
+    transform = eval_transform(16, replace(FROM_SCRATCH, resize_size=20))
     prepared = transform.prepare(image)
     assert prepared.shape == (3, 16, 16)  # 40x80 -> 20x40 -> centre 16x16: inside the bright part
     assert prepared.min() == 255
-    assert eval_transform(16).prepare(image).float().mean() < 200  # a plain resize keeps the dark sides
+    assert (
+        eval_transform(16, FROM_SCRATCH).prepare(image).float().mean() < 200
+    )  # a plain resize keeps the dark sides
 
 
 def test_resize_size_below_image_size_is_rejected():
     with pytest.raises(ValueError, match=r"resize_size=16 is smaller than image_size=32"):
-        eval_transform(32, resize_size=16)
+        eval_transform(32, replace(FROM_SCRATCH, resize_size=16))
 
 
 @pytest.mark.parametrize("preset", TRAIN_PRESETS)
 def test_every_training_preset_gives_float_images_of_image_size(preset):
-    transform = train_transform(preset, 32)
+    transform = train_transform(preset, 32, FROM_SCRATCH)
     assert transform.prepare(photo()).dtype == torch.uint8  # what the cache keeps
     out = transform(photo())
     assert out.shape == (3, 32, 32)
@@ -56,7 +61,7 @@ def test_every_training_preset_gives_float_images_of_image_size(preset):
 
 @pytest.mark.parametrize("auto_augment", ["trivialaugment", "randaugment"])
 def test_strong_preset_augments_differently_each_call(auto_augment):
-    transform = train_transform("strong", 32, auto_augment=auto_augment)
+    transform = train_transform("strong", 32, FROM_SCRATCH, auto_augment=auto_augment)
     torch.manual_seed(0)
     assert not torch.equal(transform(photo()), transform(photo()))
 
@@ -65,9 +70,9 @@ def test_unknown_names_list_the_choices():
     with pytest.raises(
         ValueError, match=r"unknown train_transform 'heavy': choose one of none, basic, strong"
     ):
-        train_transform("heavy", 32)
+        train_transform("heavy", 32, FROM_SCRATCH)
     with pytest.raises(ValueError, match=r"unknown auto_augment 'autoaug'.*trivialaugment, randaugment"):
-        train_transform("strong", 32, auto_augment="autoaug")
+        train_transform("strong", 32, FROM_SCRATCH, auto_augment="autoaug")
 
 
 def test_only_the_strong_preset_mixes_unless_told_otherwise():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vitlab.models import create_model
+from vitlab.models.preprocessing import FROM_SCRATCH
 
 pytestmark = [
     pytest.mark.gpu,
@@ -46,7 +47,13 @@ def test_training_speed_times_gpu_batches_with_events_and_logs_a_rate(tmp_path):
     from vitlab.training.module import ViTClassifier
 
     data = SyntheticDataModule(
-        num_classes=3, image_size=32, train_size=64, val_size=8, test_size=8, batch_size=16
+        preprocessing=FROM_SCRATCH,
+        num_classes=3,
+        image_size=32,
+        train_size=64,
+        val_size=8,
+        test_size=8,
+        batch_size=16,
     )
     module = ViTClassifier(
         "vit_ti16",

@@ -34,7 +34,7 @@ def test_vitlab_vit_ti16_gives_timms_logits_from_the_file():
 @pytest.mark.skipif(not (DATA_DIR / "pizza_steak_sushi").is_dir(), reason="no FoodVision Mini copy")
 def test_with_the_weights_preprocessing_imagenet_calls_most_test_pizzas_pizza():
     preprocessing = resolve_preprocessing(SOURCE, str(WEIGHTS))
-    transform = eval_transform(224, **preprocessing)
+    transform = eval_transform(224, preprocessing)
     model = create_model("vit_ti16", pretrained=str(WEIGHTS)).eval()
     pizzas = sorted((DATA_DIR / "pizza_steak_sushi" / "test" / "pizza").glob("*.jpg"))
     assert len(pizzas) == 25

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from vitlab.data import SyntheticDataModule
+from vitlab.models.preprocessing import FROM_SCRATCH
 from vitlab.sweep_summary import read_csv_history
 from vitlab.training.module import ViTClassifier, classification_metrics
 
@@ -48,6 +49,7 @@ def fit_two_epochs(
 ) -> tuple[L.Trainer, ViTClassifier, SyntheticDataModule]:
     """Two epochs on 3 classes of synthetic 32 px images (30 validation and 30 test), logged to CSV."""
     data = SyntheticDataModule(
+        preprocessing=FROM_SCRATCH,
         num_classes=3,
         image_size=32,
         train_size=train_size,

@@ -101,12 +101,15 @@ class CaptureModule(L.Callback):
 
 @pytest.mark.slow
 def test_an_mpp_checkpoint_fine_tunes_through_model_pretrained(compose_config, tmp_path: Path):
-    from vitlab.train import resolve_data_preprocessing, train
+    from vitlab.train import resolve_run_preprocessing, train
 
     options = ["model.tokenizer=shifted", "model.attention=lsa", "model.position_embedding=sincos2d"]
     capture = CaptureModule()
     # W&B (offline) too: its classification reports must stand aside for this task.
-    google = ["data.mean=[0.5,0.5,0.5]", "data.std=[0.5,0.5,0.5]"]  # not the from-scratch default
+    google = [
+        "preprocessing.mean=[0.5,0.5,0.5]",
+        "preprocessing.std=[0.5,0.5,0.5]",
+    ]  # not the from-scratch default
     cfg = compose_config("task=mpp", *options, *google, "test=false", "logger=[csv,wandb]")
     results = train(cfg, callbacks=[capture])
     assert 0 <= results["metrics"]["val/acc"] <= 1
@@ -129,8 +132,8 @@ def test_an_mpp_checkpoint_fine_tunes_through_model_pretrained(compose_config, t
         )
     # As `+ablation=mpp` fine-tunes: the checkpoint alone says how its inputs were normalised.
     finetune = compose_config(*options, f"model.pretrained={checkpoint}")
-    resolve_data_preprocessing(finetune)
-    assert list(finetune.data.mean) == list(finetune.data.std) == [0.5, 0.5, 0.5]
+    assert resolve_run_preprocessing(finetune).mean == (0.5, 0.5, 0.5)
+    assert list(finetune.preprocessing.mean) == list(finetune.preprocessing.std) == [0.5, 0.5, 0.5]
     backbone = capture.module.model.state_dict()
     for key, value in classifier.model.state_dict().items():
         if not key.startswith("head."):

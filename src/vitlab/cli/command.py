@@ -173,7 +173,7 @@ def composition_message(error: CompactHydraException) -> str:
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(
         cause.parent_node, DictConfig
     ):
-        return unknown_option_message(cause.full_key, cause.parent_node)
+        return unknown_option_message(cause.full_key, cause.parent_node, root=cause.parent_node._get_root())
     # Hydra's own message, less the search path it appends to "Could not find" (not the user's concern)
     lines = [str(error).split("\nConfig search path:")[0].rstrip()]
     lines += [str(cause)] if isinstance(cause, OmegaConfBaseException) else []

@@ -16,7 +16,9 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from vitlab.data.datamodule import build_datamodule
 from vitlab.errors import ConfigError
+from vitlab.models.preprocessing import FROM_SCRATCH, with_options
 from vitlab.models.variants import ModelConfig
 
 
@@ -30,18 +32,29 @@ def missing_values(cfg: DictConfig) -> None:
         )
 
 
-def unknown_option_message(option: str, valid: Iterable[str], owner: str = "") -> str:
+def unknown_option_message(
+    option: str, valid: Iterable[str], owner: str = "", root: DictConfig | None = None
+) -> str:
     """``trainer.max_epoch is not an option: did you mean trainer.max_epochs?`` (``valid``: the
-    keys beside ``option``'s last part)."""
+    keys beside ``option``'s last part; ``root``: the whole config, whose other groups holding that
+    key are named too, as ``preprocessing.mean`` for ``data.mean``)."""
     parent, _, key = option.rpartition(".")
     candidates = [str(v) for v in valid if not str(v).startswith("_")]
     close = [f"{parent}.{c}" if parent else c for c in difflib.get_close_matches(key, candidates, 3, 0.75)]
+    close += _groups_holding(root, key, parent) if root is not None else []
     hint = f": did you mean {' or '.join(close)}?" if close else "."
     owner = f" of {owner}" if owner else ""
     return (
         f"{option} is not an option{owner}{hint} "
         "Check its spelling; `python train.py --cfg job` prints every option."
     )
+
+
+def _groups_holding(root: DictConfig, key: str, parent: str) -> list[str]:
+    groups = OmegaConf.to_container(root)  # unresolved: an unset ${oc.env:...} is no concern here
+    return [
+        f"{g}.{key}" for g, node in groups.items() if g != parent and isinstance(node, dict) and key in node
+    ]
 
 
 def accepted_keys(target: Callable[..., Any]) -> set[str] | None:
@@ -72,11 +85,12 @@ def check_keys(cfg: DictConfig) -> None:
             continue
         for key in node:
             if not str(key).startswith("_") and key not in valid:
-                raise ConfigError(unknown_option_message(f"{group}.{key}", valid, owner))
+                raise ConfigError(unknown_option_message(f"{group}.{key}", valid, owner, cfg))
 
 
-def _constructed(group: str, node: DictConfig, build: Callable[[], Any]) -> None:
-    """Run ``build``, turning its ValueError into a message naming the config options."""
+def _constructed(group: str, node: DictConfig, build: Callable[[], Any], **others: DictConfig) -> None:
+    """Run ``build``, turning its ValueError into a message naming the config options (of ``node``,
+    or of the ``others`` groups it is built with)."""
     try:
         build()
     except (ValueError, InstantiationException) as error:
@@ -88,24 +102,26 @@ def _constructed(group: str, node: DictConfig, build: Callable[[], Any]) -> None
             ) from None
         if not isinstance(cause, ValueError):
             raise
-        raise _naming_options(group, node, cause) from None
+        raise _naming_options({group: node, **others}, cause) from None
 
 
-def _naming_options(group: str, node: DictConfig, error: Exception) -> ConfigError:
+def _naming_options(nodes: dict[str, DictConfig], error: Exception) -> ConfigError:
     """A constructor's ValueError (``image_size=225 is not divisible by ...``) in config words:
     its arguments become options (``model.image_size=225 ...``), or the options whose values it
-    quotes are named in front."""
+    quotes are named in front (``nodes``: the groups it was built from, the first its own)."""
     message = str(error)
-    keys = [str(k) for k in node if not str(k).startswith("_")]
-    renamed = re.sub(rf"(?<![\w.])({'|'.join(map(re.escape, keys))})=", rf"{group}.\1=", message)
+    options = {str(k): (group, node) for group, node in reversed(nodes.items()) for k in node}
+    options = {key: where for key, where in options.items() if not key.startswith("_")}
+    pattern = rf"(?<![\w.])({'|'.join(map(re.escape, options))})="
+    renamed = re.sub(pattern, lambda match: f"{options[match[1]][0]}.{match[1]}=", message)
     if renamed != message:
         return ConfigError(renamed)
     quoted = [
         f"{group}.{key}={node[key]}"
-        for key in keys
+        for key, (group, node) in options.items()
         if node[key] is not None and re.search(rf"(?<![\w.-]){re.escape(str(node[key]))}(?![\w])", message)
     ]
-    return ConfigError(f"{', '.join(quoted) or group}: {message}")
+    return ConfigError(f"{', '.join(quoted) or next(iter(nodes))}: {message}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -121,8 +137,16 @@ def validate(cfg: DictConfig) -> None:
             ModelConfig.from_config(model).create(num_classes=2, load_weights=False)
 
     _constructed("model", model, meta_model)
-    # A datamodule's constructor checks its options; files are only looked at in prepare_data.
-    _constructed("data", cfg.data, lambda: instantiate(cfg.data))
+    # A datamodule's constructor checks its options and the preprocessing ones; files are only looked
+    # at in prepare_data. The weights' preprocessing is resolved after validation (it may read files):
+    # the user's options are checked on top of the course's.
+    options = cfg.get("preprocessing") or OmegaConf.create({})
+    _constructed(
+        "data",
+        cfg.data,
+        lambda: build_datamodule(cfg.data, with_options(FROM_SCRATCH, OmegaConf.to_container(options), "")),
+        preprocessing=options,
+    )
     if cfg.get("optimizer"):
         parameter = torch.nn.Parameter(torch.zeros(1))
         _constructed("optimizer", cfg.optimizer, lambda: instantiate(cfg.optimizer)([parameter]))

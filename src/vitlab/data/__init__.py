@@ -4,11 +4,9 @@ images, transforms, decoding. Streaming (litdata, an optional extra) is in ``vit
 from vitlab.data.datamodule import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
 from vitlab.data.folder import UnreadableImageError, load_image
 from vitlab.data.food101 import Food101DataModule
-from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from vitlab.data.transforms import eval_transform
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "Food101DataModule",
     "ImageDataModule",
     "ImageFolderDataModule",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -33,6 +34,9 @@ from vitlab.data.samplers import RepeatedAugmentationSampler
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 from vitlab.errors import ConfigError, DataError, MissingFileError
 
+if TYPE_CHECKING:  # models import the data package
+    from vitlab.models.preprocessing import Preprocessing
+
 Samples = list[tuple[Path, int]]
 
 
@@ -52,9 +56,20 @@ def usable_cpus() -> int:
     return min(cpus, 8)
 
 
+def build_datamodule(
+    config: Mapping[str, Any], preprocessing: Preprocessing, **options: Any
+) -> ImageDataModule:
+    """The datamodule a data config (``cfg.data``, with ``_target_``) describes, preparing images as
+    ``preprocessing`` says; ``options`` override the config's. Called on a partial: Hydra would turn
+    the dataclass into a config node."""
+    return instantiate(config, _partial_=True)(preprocessing=preprocessing, **options)
+
+
 class ImageDataModule(L.LightningDataModule):
     """What every image-classification datamodule shares; subclasses provide the datasets.
 
+    ``preprocessing`` (resolved once by the command: the weights', a checkpoint's or the user's)
+    prepares every split's images and, for pictures, undoes the normalisation.
     Training targets are int64 ``[B]``, or soft float ``[B, num_classes]`` when MixUp/CutMix is on
     (``soft_targets``); validation and test targets are always int64 ``[B]``.
     """
@@ -62,6 +77,7 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
         *,
+        preprocessing: Preprocessing,
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int | None = None,
@@ -70,11 +86,6 @@ class ImageDataModule(L.LightningDataModule):
         random_erasing: float = 0.25,
         mixup_alpha: float | None = None,
         cutmix_alpha: float | None = None,
-        resize_size: int | None = None,
-        crop_pct: float | None = None,
-        interpolation: str | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
         pin_memory: bool | None = None,
         seed: int = 42,
         repeated_augmentation: int = 1,
@@ -91,28 +102,13 @@ class ImageDataModule(L.LightningDataModule):
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers={num_workers}: must be >= 0, or null for one per CPU.")
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
-        # None: ImageNet's statistics and a bilinear resize (training uses the pretrained weights' own,
-        # resolved by the entry point); the mean and std also undo the normalisation for pictures.
-        mean = transforms.IMAGENET_MEAN if mean is None else mean
-        std = transforms.IMAGENET_STD if std is None else std
-        interpolation = interpolation or "bilinear"
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.preprocessing = preprocessing
         self.num_workers = usable_cpus() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_pipeline = transforms.train_transform(
-            train_transform,
-            image_size,
-            mean,
-            std,
-            resize_size,
-            auto_augment,
-            random_erasing,
-            crop_pct,
-            interpolation,
+            train_transform, image_size, preprocessing, auto_augment, random_erasing
         )
-        self.eval_pipeline = transforms.eval_transform(
-            image_size, mean, std, resize_size, crop_pct, interpolation
-        )
+        self.eval_pipeline = transforms.eval_transform(image_size, preprocessing)
         self.mixup_alpha, self.cutmix_alpha = transforms.batch_alphas(
             train_transform, mixup_alpha, cutmix_alpha
         )

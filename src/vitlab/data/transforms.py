@@ -11,13 +11,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+if TYPE_CHECKING:  # models import this module
+    from vitlab.models.preprocessing import Preprocessing
 
 TRAIN_PRESETS = ("none", "basic", "strong")
 AUTO_AUGMENTS: dict[str, Callable[[], v2.Transform]] = {
@@ -73,39 +74,29 @@ def _interpolation(name: str) -> v2.InterpolationMode:
         raise ValueError(f"interpolation={name!r} is not a resize mode: choose one of {modes}.") from None
 
 
-def eval_transform(
-    image_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    resize_size: int | None = None,
-    crop_pct: float | None = None,
-    interpolation: str = "bilinear",
-) -> Pipeline:
+def eval_transform(image_size: int, preprocessing: Preprocessing) -> Pipeline:
     """uint8 ``[3, H, W]`` (from ``load_image``) -> normalised float ``[3, image_size, image_size]``.
 
     Resizes to ``image_size`` square (the course), or the shorter side to ``resize_size`` (or
     image_size / ``crop_pct``) and then centre-crops ``image_size`` (pretrained weights' own recipe,
     e.g. 248 -> 224 for timm's AugReg ViTs).
     """
-    resize = resize_size_for(image_size, resize_size, crop_pct)
-    mode = _interpolation(interpolation)
+    crop_pct = preprocessing.crop_pct
+    resize = resize_size_for(image_size, preprocessing.resize_size, crop_pct)
+    mode = _interpolation(preprocessing.interpolation)
     if resize == image_size and crop_pct is None:
         prepare: v2.Transform = v2.Resize((image_size, image_size), interpolation=mode)
     else:
         prepare = v2.Compose([v2.Resize(resize, interpolation=mode), v2.CenterCrop(image_size)])
-    return Pipeline(prepare, _normalize(mean, std))
+    return Pipeline(prepare, _normalize(preprocessing.mean, preprocessing.std))
 
 
 def train_transform(
     preset: str,
     image_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    resize_size: int | None = None,
+    preprocessing: Preprocessing,
     auto_augment: str = "trivialaugment",
     random_erasing: float = 0.25,
-    crop_pct: float | None = None,
-    interpolation: str = "bilinear",
 ) -> Pipeline:
     """The training transform of a preset: ``none`` (the course: evaluation transform only),
     ``basic`` (RandomResizedCrop + flip) or ``strong`` (basic + TrivialAugmentWide/RandAugment +
@@ -113,11 +104,12 @@ def train_transform(
     if preset not in TRAIN_PRESETS:
         raise ValueError(f"unknown train_transform {preset!r}: choose one of {', '.join(TRAIN_PRESETS)}.")
     if preset == "none":
-        return eval_transform(image_size, mean, std, resize_size, crop_pct, interpolation)
+        return eval_transform(image_size, preprocessing)
     # Decode-time resize of the shorter side keeps the whole picture for RandomResizedCrop while
     # bounding the cost (and the cache) of large photos.
-    mode = _interpolation(interpolation)
-    prepare = v2.Resize(resize_size_for(image_size, resize_size, crop_pct), interpolation=mode)
+    mode = _interpolation(preprocessing.interpolation)
+    resize = resize_size_for(image_size, preprocessing.resize_size, preprocessing.crop_pct)
+    prepare = v2.Resize(resize, interpolation=mode)
     augment: list[v2.Transform] = [
         v2.RandomResizedCrop(image_size, interpolation=mode),
         v2.RandomHorizontalFlip(),
@@ -128,7 +120,7 @@ def train_transform(
                 f"unknown auto_augment {auto_augment!r}: choose one of {', '.join(AUTO_AUGMENTS)}."
             )
         augment.append(AUTO_AUGMENTS[auto_augment]())
-    augment.append(_normalize(mean, std))
+    augment.append(_normalize(preprocessing.mean, preprocessing.std))
     if preset == "strong" and random_erasing > 0:
         augment.append(v2.RandomErasing(p=random_erasing))
     return Pipeline(prepare, v2.Compose(augment))

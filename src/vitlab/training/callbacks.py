@@ -277,5 +277,5 @@ class WandbReports(L.Callback):
 
     @staticmethod
     def _normalisation(trainer: L.Trainer) -> tuple[Tensor, Tensor]:
-        datamodule = trainer.datamodule
-        return torch.tensor(datamodule.mean), torch.tensor(datamodule.std)
+        preprocessing = trainer.datamodule.preprocessing
+        return torch.tensor(preprocessing.mean), torch.tensor(preprocessing.std)

@@ -44,9 +44,10 @@ class ViTClassifier(L.LightningModule):
     parameter groups (its own weight decay, except on the parameters the model's ``no_weight_decay()``
     names: biases, norms, position embeddings and the class token), the
     scheduler takes the optimizer and ``total_steps``, the real number of optimizer steps of the run.
-    ``preprocessing`` (mean, std, resize_size) travels in the checkpoint so that evaluation and
-    prediction prepare images exactly as training did; ``data_config`` (the training run's data
-    config, root included) lets ``vitlab-eval ckpt_path=...`` test on the same data with no option.
+    ``preprocessing`` (the run's, as ``checkpoint.stored_preprocessing`` holds it) travels in the
+    checkpoint so that evaluation and prediction prepare images exactly as training did;
+    ``data_config`` (the training run's data config, root included) lets ``vitlab-eval
+    ckpt_path=...`` test on the same data with no option.
     Non-finite losses are caught by the ``FiniteLossCheck`` callback, without a host sync per step.
     """
 

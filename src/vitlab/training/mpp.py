@@ -20,7 +20,6 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlab.checkpoint import stamp_format
-from vitlab.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.models import create_model
 from vitlab.training.module import OptimizerFactory, SchedulerFactory, configure_optimization
 
@@ -73,8 +72,8 @@ class MaskedPatchPrediction(L.LightningModule):
 
     Logs ``{stage}/loss`` and ``{stage}/acc`` (colour-class accuracy on the corrupted patches), and
     ``val/acc_best``, under the same names a classifier logs, so checkpoints, sweeps and summaries
-    work unchanged. ``preprocessing`` (the data's mean and std) un-normalises the pixels whose colours
-    are the targets.
+    work unchanged. ``preprocessing`` (the run's, as ``checkpoint.stored_preprocessing`` holds it:
+    the checkpoint carries it for fine-tuning) un-normalises the pixels whose colours are the targets.
     """
 
     def __init__(
@@ -88,7 +87,8 @@ class MaskedPatchPrediction(L.LightningModule):
         colour_bits: int = 3,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
-        preprocessing: dict[str, Any] | None = None,
+        *,
+        preprocessing: dict[str, Any],
     ) -> None:
         super().__init__()
         for name, value in (
@@ -117,9 +117,8 @@ class MaskedPatchPrediction(L.LightningModule):
         nn.init.normal_(self.mask_embedding, std=0.02)
         nn.init.zeros_(self.colour_head.weight)
         nn.init.zeros_(self.colour_head.bias)
-        preprocessing = preprocessing or {}
-        mean = torch.tensor(preprocessing.get("mean") or IMAGENET_MEAN).view(1, -1, 1, 1)
-        std = torch.tensor(preprocessing.get("std") or IMAGENET_STD).view(1, -1, 1, 1)
+        mean = torch.tensor(preprocessing["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(preprocessing["std"]).view(1, -1, 1, 1)
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
         self.optimizer_factory = optimizer
