@@ -4,6 +4,7 @@ job preempted mid-run that is checkpointed, requeued and resumed to the same end
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -29,10 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
-def launcher_config(*overrides: str):
+def slurm_config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["launcher=slurm", *overrides], return_hydra_config=True)
-    return cfg.hydra.launcher
+        return compose("train", overrides=["launcher=slurm", *overrides], return_hydra_config=True)
+
+
+def launcher_config(*overrides: str):
+    return slurm_config(*overrides).hydra.launcher
 
 
 def test_slurm_jobs_ask_for_gpus_unless_the_trainer_runs_on_cpus():
@@ -115,6 +119,78 @@ def readme_slurm_command() -> list[str]:
     ]
     keys = {w.split("=")[0] for w in overrides}
     return [*overrides, *(o for o in TINY_RUN if o.split("=")[0] not in keys)]
+
+
+@pytest.fixture
+def sinfo_prints(tmp_path, monkeypatch):
+    """``sinfo_prints(lines)``: an ``sinfo`` first on PATH that prints ``lines`` ("%P %c %m %G": the
+    partition, CPUs, memory in MB and GRES of each kind of node)."""
+
+    def install(lines: str) -> None:
+        script = tmp_path / "bin" / "sinfo"
+        script.parent.mkdir(exist_ok=True)
+        script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{lines}\nEOF\n")
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+
+    return install
+
+
+@pytest.mark.parametrize(
+    ("nodes", "devices", "cpus"),
+    [("debug* 2 7000 (null)", 2, 1), ("debug* 2 7000 (null)", 1, 2), ("cpu* 64+ 250000 (null)", 2, 8)],
+)
+def test_cpu_jobs_ask_for_their_share_of_a_node_of_the_partition(sinfo_prints, nodes, devices, cpus):
+    sinfo_prints(f"gpu 32 500000 gpu:a100:4(S:0-1)\n{nodes}")
+    launcher = launcher_config("trainer.accelerator=cpu", f"trainer.devices={devices}")
+    assert launcher.cpus_per_task == cpus  # the process and its loader workers (at most 8 in all)
+
+
+def test_without_sinfo_jobs_ask_for_eight_cpus_per_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert launcher_config("trainer.accelerator=cpu", "trainer.devices=2").cpus_per_task == 8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data.num_workers=3"],
+            "hydra.launcher.cpus_per_task=4 x 2 task(s) per node (trainer.devices) asks 8 CPUs per node, "
+            "but the nodes of the default partition have at most 2: the jobs could never start. Lower "
+            "data.num_workers",
+        ),
+        (["hydra.launcher.mem_gb=16"], "hydra.launcher.mem_gb=16 asks 16 GB per node, but the nodes of"),
+        (
+            ["trainer.accelerator=gpu", "hydra.launcher.partition=debug"],
+            "gpus_per_node=2 asks that many GPUs per node, but the nodes of partition debug have at most 0",
+        ),
+    ],
+)
+def test_a_job_no_node_can_run_is_refused_before_it_is_submitted(
+    sinfo_prints, run_command, overrides, message
+):
+    from vitlab.train import main
+
+    sinfo_prints("debug* 2 7000 (null)")
+    error = run_command(main, "-m", *TINY_RUN, "launcher=slurm", "trainer.devices=2", *overrides)
+    assert isinstance(error, str) and error.startswith("error: ") and message in error, error
+
+
+def test_a_warning_submitit_repeats_on_every_poll_is_said_once(sinfo_prints, caplog):
+    from vitlab.slurm import BeforeSubmitting
+
+    sinfo_prints("debug* 2 7000 (null)")
+    submitit = logging.getLogger("submitit")
+    before = list(submitit.filters)
+    try:
+        BeforeSubmitting().on_multirun_start(slurm_config(*TINY_RUN))
+        for call in range(3):
+            submitit.warning(f"Call #{call} - Bypassing sacct error boom, status may be inaccurate.")
+        submitit.warning("another warning")
+    finally:
+        submitit.filters = before
+    assert caplog.text.count("Bypassing sacct error") == 1 and "another warning" in caplog.text
 
 
 @pytest.fixture(scope="module")

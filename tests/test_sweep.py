@@ -258,3 +258,26 @@ def test_table1_script_trains_the_sweep_and_ends_with_its_summary(tmp_path):
     assert float(row["test_acc"]) == pytest.approx(results["metrics"]["test/acc"])
     for name in ("accuracy_vs_params.png", "accuracy_vs_gmacs.png", "curves/0.png"):
         assert_png(sweep / name)
+
+
+def test_validation_accuracy_measured_on_the_test_split_is_not_shown_as_validation(
+    compose_config, make_image_folder, tmp_path
+):
+    from conftest import TINY_RUN
+
+    from vitlab.train import train
+
+    root = make_image_folder(n_per_class=2, size=32)
+    tiny = [o for o in TINY_RUN if not o.startswith("data")]
+    sweep = tmp_path / "multiruns" / "now"
+    for job, fraction in enumerate((0, 0.5)):
+        options = [*tiny, "data=imagefolder", f"data.root={root}", "data.num_workers=0"]
+        options += [f"data.val_fraction={fraction}", f"paths.output_dir={sweep / str(job)}"]
+        train(compose_config(*options, tiny=False))
+    validations = [json.loads((sweep / j / "results.json").read_text())["validation"] for j in "01"]
+    assert validations == ["test split", "held out from train (0.5)"]
+    on_test, held_out = summarize_sweep(sweep)
+    assert on_test["best_val_acc"] is on_test["final_val_acc"] is None and on_test["test_acc"] is not None
+    assert held_out["best_val_acc"] is not None and held_out["final_val_acc"] is not None
+    markdown = (sweep / "summary.md").read_text().splitlines()
+    assert "| test split | - | - |" in markdown[2]

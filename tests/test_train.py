@@ -327,3 +327,52 @@ def test_eval_of_a_missing_checkpoint_says_where_checkpoints_are(compose_config,
     cfg = compose_config(f"ckpt_path={tmp_path / 'nope.ckpt'}", "data=synthetic", config_name="eval")
     with pytest.raises(FileNotFoundError, match=r"nope.ckpt: no such file.*checkpoints"):
         evaluate(cfg)
+
+
+@pytest.fixture
+def search_trial(tmp_path):
+    """``search_trial(*overrides)``: the config a job of ``python train.py <overrides>`` gets, with
+    Hydra's own config set as in that job."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    def make(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", [f"paths.output_dir={tmp_path}", *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield make
+    HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "val_fraction"),
+    [
+        (["hparams_search=optuna"], 0.2),  # FoodVision Mini validates on test/ by default
+        (["hparams_search=optuna", "experiment=foodvision_small_data"], 0.2),  # so do the recipes
+        (["hparams_search=optuna", "data.val_fraction=0"], 0),  # the user's choice
+        (["hparams_search=optuna", "data.val_fraction=0.1"], 0.1),
+        (["hparams_search=optuna", "data=imagefolder", "data.root=x"], 0.1),  # its own default
+        (["hydra.mode=MULTIRUN"], 0),  # a grid (the basic sweeper) ranks nothing
+    ],
+)
+def test_a_search_never_ranks_its_trials_on_the_test_split(search_trial, caplog, overrides, val_fraction):
+    from vitlab.train import hold_out_for_search
+
+    caplog.set_level("INFO", "vitlab.train")
+    cfg = search_trial(*overrides)
+    hold_out_for_search(cfg)
+    assert cfg.data.val_fraction == val_fraction
+    assert caplog.text.count("validating on data.val_fraction=0.2 of train/") == (val_fraction == 0.2)
+
+
+def test_a_search_over_generated_images_keeps_their_own_validation_split(search_trial):
+    from vitlab.train import hold_out_for_search
+
+    cfg = search_trial("hparams_search=optuna", *TINY_RUN)
+    hold_out_for_search(cfg)
+    assert "val_fraction" not in cfg.data

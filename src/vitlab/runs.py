@@ -32,6 +32,7 @@ from vitlab.errors import ConfigError, ExistingFileError, MissingFileError
 log = logging.getLogger(__name__)
 
 RESULTS = "results.json"
+VALIDATION_IS_TEST = "test split"  # results.json's "validation" when the test split validated
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 # ----------------------------------------------------------------------------------------------

@@ -14,19 +14,64 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig, OmegaConf
+
+from vitlab.errors import ConfigError
+from vitlab.runs import CallbackError
 
 log = logging.getLogger(__name__)
 
 REQUEUE_CHECKPOINT = "requeue.ckpt"
+
+
+MAX_CPUS_PER_TASK = 8  # when the loader workers follow the CPUs: the process and 7 workers
+
+
+@dataclass(frozen=True)
+class NodeSize:
+    """The most one node of a partition has (``sinfo``): CPUs, memory in GB, GPUs."""
+
+    cpus: int
+    mem_gb: float
+    gpus: int
+
+
+def _number(field: str) -> int:
+    """``sinfo``'s count, ``+`` marking nodes that differ (``4+``: 4 or more)."""
+    return int(field.rstrip("+")) if field.rstrip("+").isdigit() else 0
+
+
+def partition_node_size(partition: str | None) -> NodeSize | None:
+    """The largest node of ``partition`` (None: the default partition), or None without ``sinfo``."""
+    sinfo = shutil.which("sinfo")
+    if sinfo is None:
+        return None
+    command = [sinfo, "-h", "-o", "%P %c %m %G", *(["-p", partition] if partition else [])]
+    try:
+        lines = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [line.split() for line in lines.splitlines() if len(line.split()) >= 3]
+    if not partition and any(row[0].endswith("*") for row in rows):
+        rows = [row for row in rows if row[0].endswith("*")]
+    if not rows:
+        return None
+    gpus = [sum(map(int, re.findall(r"gpu(?::[^:,(]+)?:(\d+)", " ".join(row[3:])))) for row in rows]
+    return NodeSize(
+        max(_number(row[1]) for row in rows), max(_number(row[2]) for row in rows) / 1024, max(gpus)
+    )
 
 
 def gpus_per_node(accelerator: str, devices: int) -> int | None:
@@ -34,9 +79,84 @@ def gpus_per_node(accelerator: str, devices: int) -> int | None:
     return None if accelerator == "cpu" else devices
 
 
-def cpus_per_task(num_workers: int | None, default: int = 8) -> int:
-    """The training process plus its data-loader workers; ``default`` when the workers follow the CPUs."""
-    return default if num_workers is None else num_workers + 1
+def cpus_per_task(num_workers: int | None, partition: str | None = None, tasks_per_node: Any = 1) -> int:
+    """The training process plus its data-loader workers; when the workers follow the CPUs, this
+    task's share of a node of ``partition`` (at most 8), so that a small cluster can run the job."""
+    if num_workers is not None:
+        return num_workers + 1
+    node = partition_node_size(partition)
+    if node is None or node.cpus == 0:
+        return MAX_CPUS_PER_TASK
+    tasks = tasks_per_node if isinstance(tasks_per_node, int) and tasks_per_node > 0 else 1
+    return max(1, min(MAX_CPUS_PER_TASK, node.cpus // tasks))
+
+
+def check_fits_partition(launcher: Any) -> None:
+    """A job asking more per node than any node of its partition has would pend forever (Reason
+    PartitionConfig) while the sweep waits without a word: refuse it before submitting."""
+    node = partition_node_size(launcher.get("partition"))
+    if node is None:
+        return
+    where = f"partition {launcher.get('partition')}" if launcher.get("partition") else "the default partition"
+    tasks = launcher.get("tasks_per_node") or 1
+    cpus = (launcher.get("cpus_per_task") or 1) * tasks
+    asks = [
+        (
+            cpus,
+            node.cpus,
+            f"hydra.launcher.cpus_per_task={launcher.get('cpus_per_task')} x {tasks} task(s) per node "
+            f"(trainer.devices) asks {cpus} CPUs",
+            "lower data.num_workers (the task's CPUs are its workers + 1) or trainer.devices",
+        ),
+        (
+            launcher.get("mem_gb") or 0,
+            node.mem_gb,
+            f"hydra.launcher.mem_gb={launcher.get('mem_gb')} asks {launcher.get('mem_gb')} GB",
+            "lower hydra.launcher.mem_gb (null: the cluster's default)",
+        ),
+        (
+            launcher.get("gpus_per_node") or 0,
+            node.gpus,
+            f"hydra.launcher.gpus_per_node={launcher.get('gpus_per_node')} asks that many GPUs",
+            "lower trainer.devices, choose a GPU partition (hydra.launcher.partition=...), or train on "
+            "CPUs with trainer.accelerator=cpu",
+        ),
+    ]
+    for asked, has, what, fix in asks:
+        if asked > has:
+            raise ConfigError(
+                f"{what} per node, but the nodes of {where} have at most {has:g}: the jobs could never "
+                f"start. {fix[0].upper()}{fix[1:]}."
+            )
+
+
+class FirstOnly(logging.Filter):
+    """Lets the first record holding ``text`` through and drops the rest: a warning that comes back
+    on every poll is said once."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.text not in record.getMessage():
+            return True
+        first, self.seen = not self.seen, True
+        return first
+
+
+class BeforeSubmitting(HydraCallback):
+    """Hydra callback of ``launcher=slurm``: refuses jobs no node of the partition can run, and says
+    submitit's "Bypassing sacct error" (every poll, on clusters without accounting) once."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        submitit = logging.getLogger("submitit")
+        if not any(isinstance(f, FirstOnly) for f in submitit.filters):
+            submitit.addFilter(FirstOnly("Bypassing sacct error"))
+        try:
+            check_fits_partition(config.hydra.launcher)
+        except ConfigError as error:
+            raise CallbackError(error) from None
 
 
 OmegaConf.register_new_resolver("slurm_gpus_per_node", gpus_per_node, replace=True)

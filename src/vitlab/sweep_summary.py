@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from vitlab.models.cost import variant_cost
 from vitlab.models.variants import ModelConfig
+from vitlab.runs import VALIDATION_IS_TEST
 from vitlab.tables import write_tables
 from vitlab.viz.curves import CURVES, History, plot_loss_curves
 from vitlab.viz.sweep_plots import plot_accuracy_vs_cost, plot_accuracy_vs_varied
@@ -34,6 +35,7 @@ COLUMNS = [
     "overrides",
     "params",
     "gmacs",
+    "validation",
     "best_val_acc",
     "final_val_acc",
     "test_acc",
@@ -83,19 +85,26 @@ def make_row(
     cost: tuple[int, float],
     metrics: Mapping[str, Any],
     wall_time_s: float | None,
+    validation: str | None = None,
 ) -> dict[str, Any]:
     """One summary row, whichever store the run comes from: ``model`` holds its name and patch size,
-    ``cost`` its (params, GMACs), ``metrics`` its logged metrics by name."""
-    return {
+    ``cost`` its (params, GMACs), ``metrics`` its logged metrics by name, ``validation`` where its
+    validation images came from. Validation accuracies measured on the test split are left blank:
+    ranked as validation, they would choose on the test set."""
+    row = {
         "job": job,
         "model": model["name"],
         "patch_size": model["patch_size"],
         "overrides": _shown(overrides, hidden_overrides),
         "params": cost[0],
         "gmacs": cost[1],
+        "validation": validation,
         **{column: metrics.get(metric) for column, metric in METRICS.items()},
         "wall_time_s": wall_time_s,
     }
+    if validation == VALIDATION_IS_TEST:
+        row["best_val_acc"] = row["final_val_acc"] = None
+    return row
 
 
 def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[str, Any]:
@@ -115,6 +124,7 @@ def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[
             (params, gmacs),
             results.get("metrics", {}),
             results.get("wall_time_s"),
+            results.get("validation"),
         )
     except KeyError as missing:
         raise ValueError(

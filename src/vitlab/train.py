@@ -74,14 +74,52 @@ def share_cpus(data_cfg: DictConfig) -> dict[str, Any]:
     return {"num_workers": share} if data_cfg.get("num_workers") is None else {}
 
 
+SEARCH_VAL_FRACTION = 0.2
+
+
+def ranking_search() -> bool:
+    """Whether this job is a trial of a search that picks the best trial by ``optimized_metric``
+    (Optuna's sweeper, any sweeper but Hydra's basic one, which only runs the grid it is given)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return not str(HydraConfig.get().sweeper.get("_target_", "")).endswith("BasicSweeper")
+
+
+def hold_out_for_search(cfg: DictConfig) -> None:
+    """A search ranks its trials on validation; with ``data.val_fraction=0`` (the course's default)
+    that is the test split, so a search holds out part of train instead, unless the user set it."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in _hydra_overrides()}
+    if not ranking_search() or cfg.data.get("val_fraction") != 0 or "data.val_fraction" in given:
+        return
+    cfg.data.val_fraction = SEARCH_VAL_FRACTION
+    log.info(
+        "the search ranks trials on validation, which data.val_fraction=0 makes the test split: "
+        "validating on data.val_fraction=%s of train/ instead (give data.val_fraction to choose)",
+        SEARCH_VAL_FRACTION,
+    )
+
+
+def validation_source(datamodule: L.LightningDataModule) -> str | None:
+    """Where validation images came from, for results.json: a sweep summary must not show accuracy
+    on the test split as validation accuracy. None before the datasets are set up."""
+    datasets = getattr(datamodule, "datasets", {})
+    if datasets.get("val") is None:
+        return None
+    if datasets["val"] is datasets.get("test"):
+        return runs.VALIDATION_IS_TEST
+    root, fraction = getattr(datamodule, "root", None), getattr(datamodule, "val_fraction", 0)
+    if fraction and root is not None and not (Path(root) / "val").is_dir():
+        return f"held out from train ({fraction})"
+    return "val split"  # a val/ folder, or generated images of its own
+
+
 def _tested_checkpoint(
     trainer: L.Trainer, datamodule: L.LightningDataModule, which: str
 ) -> tuple[str, str | None]:
     """``(which, path)``: the best checkpoint's path, or None for the final weights in memory (what
     last.ckpt holds). ``best`` becomes ``last`` when validation is the test split: choosing the
     checkpoint there would choose it on the test set."""
-    datasets = getattr(datamodule, "datasets", {})
-    if which == "best" and datasets.get("val") is not None and datasets.get("val") is datasets.get("test"):
+    if which == "best" and validation_source(datamodule) == runs.VALIDATION_IS_TEST:
         log.warning(
             "test_ckpt=best would choose the checkpoint on the test split (validation is test/ when "
             "data.val_fraction=0): testing the last checkpoint instead. Set data.val_fraction=0.1 to "
@@ -189,6 +227,7 @@ def train(
     trainer: L.Trainer | None = None
     try:
         validate(cfg)
+        hold_out_for_search(cfg)
         preprocessing = resolve_run_preprocessing(cfg)
         ckpt_path = cfg.get("ckpt_path")
         resolved_config = output_dir / "config_resolved.yaml"
@@ -254,6 +293,7 @@ def train(
         "epochs": trainer.current_epoch,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "tested_checkpoint": tested,  # last (the final weights) or best (by validation accuracy)
+        "validation": validation_source(datamodule),  # test split, held out from train (0.2), val split
         "metrics": metrics,
         "test_confusion_matrix": confusion["test"].tolist() if "test" in confusion else None,
     }

@@ -11,17 +11,20 @@ import pytest
 import timm
 import torch
 import torchvision
+from test_errors import closed_port
 from timm.layers import resample_abs_pos_embed
 from timm.models import vision_transformer as timm_vit
 from torch import Tensor, nn
 from torchvision.models import ViT_B_16_Weights
 from torchvision.models import vision_transformer as torchvision_vit
 
+from vitlab.errors import NetworkError
 from vitlab.models import create_model
 from vitlab.models.weights import (
     from_timm,
     from_torchvision,
     load_pretrained,
+    read_checkpoint,
     resize_position_embedding,
     to_timm,
     to_torchvision,
@@ -320,7 +323,8 @@ def test_torchvision_source_fetches_the_named_weights(monkeypatch: pytest.Monkey
         create_model("vit_b16", pretrained="torchvision:ViT_B_16_Weights.NOPE", **TINY)
 
 
-def test_timm_source_creates_the_pretrained_timm_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timm_source_creates_the_pretrained_timm_model(uncached_hub, served, monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", served[1])  # a hub that answers the probe
     reference = randomise(tiny_timm())
     created = []
 
@@ -364,4 +368,32 @@ def test_weight_conversion_depends_on_the_architecture_and_the_file_reader_alone
     tree = ast.parse(Path(weights.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     vitlab_modules = {name for name in imported if name and name.startswith("vitlab")}
-    assert vitlab_modules == {"vitlab.models.vit", "vitlab.checkpoint"}  # files: checkpoint.load_torch_file
+    # files: checkpoint.load_torch_file; errors.py depends on nothing
+    assert vitlab_modules == {"vitlab.models.vit", "vitlab.checkpoint", "vitlab.errors"}
+
+
+@pytest.fixture
+def uncached_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A timm name whose weights are not in the (empty) Hugging Face cache: they must be fetched."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+
+
+def test_an_unreachable_hub_fails_at_once_naming_the_offline_options(uncached_hub, monkeypatch) -> None:
+    closed = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm retried the hub"))
+    with pytest.raises(NetworkError) as error:
+        read_checkpoint(f"timm:{uncached_hub}")
+    assert f"{closed} did not answer within 3 s" in str(error.value)
+    fix = f"model.pretrained=timm:{uncached_hub} model.pretrained_file=/path/to/pytorch_model.bin"
+    assert str(error.value).endswith(fix)
+
+
+def test_hub_offline_mode_is_unreachable_without_a_request(uncached_hub, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("probed while offline"))
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm retried the hub"))
+    with pytest.raises(NetworkError, match="HF_HUB_OFFLINE is set"):
+        read_checkpoint(f"timm:{uncached_hub}")

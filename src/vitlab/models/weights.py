@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import urllib.error
+import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -267,6 +269,34 @@ def _fetch_torchvision(weights_name: str) -> StateDict:
         raise _download_failed(f"torchvision:{weights_name}", url, url.rsplit("/", 1)[-1], error) from error
 
 
+HUB_PROBE_TIMEOUT_S = 3
+
+
+def probe_hub() -> None:
+    """Raise ``OSError`` at once when the Hugging Face Hub does not answer (or ``HF_HUB_OFFLINE`` is
+    set): huggingface_hub would retry for about a minute, warning twice per try, before failing."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise OSError("HF_HUB_OFFLINE is set")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_PROBE_TIMEOUT_S
+        ).close()
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        raise OSError(f"{endpoint} did not answer within {HUB_PROBE_TIMEOUT_S} s: {reason}") from error
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether timm finds the weights of ``repo_id`` in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    names = ("model.safetensors", "pytorch_model.bin")
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
+
+
 def _fetch_timm(model_name: str) -> StateDict:
     try:
         import timm
@@ -275,7 +305,10 @@ def _fetch_timm(model_name: str) -> StateDict:
             f"'timm:{model_name}' needs timm, which vitlab does not install: `pip install timm` "
             f"(or `pip install -e .[dev]`)."
         ) from error
+    hub_id = getattr(timm.models.get_pretrained_cfg(model_name), "hf_hub_id", None)
     try:
+        if hub_id and not _hub_cached(hub_id):
+            probe_hub()
         return timm.create_model(model_name, pretrained=True).state_dict()
     except (OSError, RuntimeError) as error:  # Hugging Face Hub and URL errors, offline mode
         where = f"the Hugging Face Hub (timm's {model_name})"
