@@ -32,6 +32,7 @@ def options(group: str) -> list[str]:
             "callbacks",
             "experiment",
             "launcher",
+            "debug",
         )
         for name in options(group)
     ]
