@@ -8,7 +8,7 @@ table gives the overhead over the bare loop: per repeat, the run's median epoch 
 in the same repeat; the median of those and their range, which shows the machine's noise.
 
 The second table measures the same thing in a way the noise touches far less: the same runs with
-little arithmetic (``vitlab.bench.MINIMAL_COMPUTE`` appended: one block, 2 x 2 patches),
+little arithmetic (``debug=overhead`` appended: one block, 2 x 2 patches),
 where the difference to the bare loop is what Lightning itself adds per epoch, in milliseconds;
 over the first table's bare epoch it is the overhead to expect there:
 

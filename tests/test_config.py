@@ -33,6 +33,7 @@ def options(group: str) -> list[str]:
             "callbacks",
             "experiment",
             "launcher",
+            "debug",
         )
         for name in options(group)
     ]

@@ -121,3 +121,10 @@ def test_a_run_whose_id_is_held_in_its_parents_service_starts_again_rather_than_
     assert f"logged into {RUN_ID}" in holder.stdout
     assert f"run ID {RUN_ID} is in use" in holder.stderr  # the first attempt did meet the held id
     assert list((tmp_path / "job" / "wandb").glob(f"offline-run-*-{RUN_ID}"))
+
+
+def test_the_tensorboard_logger_writes_its_event_file_into_the_run_folder(compose_config):
+    cfg = compose_config("logger=tensorboard", "test=false")
+    train(cfg)
+    (events,) = (Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*")
+    assert events.stat().st_size > 0

@@ -119,7 +119,9 @@ def timm_vit_ti16(workdir: Path) -> Path:
 
 
 def shrink(args: list[str], workdir: Path) -> list[str]:
-    """The appended options that make a command tiny; nothing the command set is removed."""
+    """The appended options that make a command tiny; nothing the command set is removed. Not
+    ``debug=tiny`` (the tests' tiny run): that picks its own model and data, where these keep the
+    command's, and it would replace a ``debug=`` the command picks."""
     if kind(args) == "convert":
         return ["--size", "32", "--num-workers", "1"]
     if kind(args) == "vitlab-analyze":
@@ -301,6 +303,10 @@ def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
             assert len(results["per_seed"][n]) == int(value(args, "seeds"))
             row = next(line for line in result.stdout.splitlines() if line.strip("│ ").startswith(f"{n} "))
             assert f"{results['summary'][n]['mean']:.3f}" in row  # the printed table
+    elif value(args, "debug"):  # in logs/debug/, and nothing there passes for a result
+        assert outputs(logs, "debug") == [] and not (logs / "train").exists()
+        (folder,) = (logs / "debug" / "runs").iterdir()
+        assert json.loads((folder / "debug_results.json").read_text())["debug"] is True
     elif multirun:
         (sweep,) = (logs / "train" / "multiruns").iterdir()
         jobs = sorted(sweep.glob("*/results.json"))

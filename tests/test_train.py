@@ -275,9 +275,8 @@ def test_last_checkpoint_is_the_final_epoch_after_validation_stops_improving(com
 
 def test_best_is_not_chosen_on_the_test_split(compose_config, make_image_folder, caplog):
     root = make_image_folder(n_per_class=2, size=32)
-    tiny = [o for o in TINY_RUN if not o.startswith("data")]
     cfg = compose_config(
-        *tiny,
+        *TINY_RUN,
         "data=imagefolder",
         f"data.root={root}",
         "data.val_fraction=0",

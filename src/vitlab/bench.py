@@ -273,23 +273,9 @@ LOGGER_RUNS: dict[str, list[str]] = {
     "Lightning, CSV + W&B offline": ["logger=[csv,wandb]", "logger.wandb.offline=true"],
 }
 BARE = "bare PyTorch loop"
-# Appended to a run's overrides to measure Lightning's own cost per epoch, not its ratio: one block
-# over 2 x 2 patches, no augmentation, loading in the main process (an epoch of about 0.15 s on a
-# CPU). What Lightning adds per step and per epoch (loops, hooks, logging, metrics, callbacks) does
-# not depend on the arithmetic, while this machine's noise scales with it (10-30 % between identical
-# epochs on a shared 2-core VM), so the difference of two short epochs is far steadier than the
-# ratio of two long ones (with all 6 blocks of the small-data recipe the same difference ranged over
-# 200 ms between repeats). What scales with the parameters is undercounted: the finite-state copies
-# cost about 10 ms per epoch at 6 blocks and 2.5 ms at one (cProfile). Loading in the main process
-# keeps its cost in sight rather than hidden behind a wait for workers.
-MINIMAL_COMPUTE = [
-    "model.depth=1",
-    "model.image_size=32",
-    "model.patch_size=16",
-    "model.pretrained=null",
-    "data.train_transform=none",
-    "data.num_workers=0",
-]
+# Appended to a run's overrides to measure Lightning's own cost per epoch, not its ratio: little
+# arithmetic on the run's own data (conf/debug/overhead.yaml says why that measures it steadily).
+MINIMAL_COMPUTE = ["debug=overhead"]
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ continues.
 Every command claims a folder of its own (``<log_dir>/<task>/runs/<time>[_N]/``, multiruns
 ``.../multiruns/<time>[_N]/``) with an atomic ``mkdir``, so commands started in the same second never
 share one, and records it: on failure the command removes exactly what it created. A training run
-folder holds ``checkpoints/`` and, once the run has tested and finished, ``results.json``. A folder
-with a checkpoint and no ``results.json`` is an interrupted run: ``ckpt_path=last`` continues the
-newest one, ``ckpt_path=<folder or .ckpt>`` a given one.
+folder holds ``checkpoints/`` and, once the run has tested and finished, ``results.json`` (a debug
+run: ``debug_results.json``). A folder with a checkpoint and neither is an interrupted run:
+``ckpt_path=last`` continues the newest one, ``ckpt_path=<folder or .ckpt>`` a given one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RESULTS = "results.json"
 VALIDATION_IS_TEST = "test split"  # results.json's "validation" when the test split validated
+DEBUG_RESULTS = "debug_results.json"  # a debug run's (vitlab.train.debug_run): never a result
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 # ----------------------------------------------------------------------------------------------
@@ -169,11 +170,14 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def interrupted_runs(runs_dir: Path) -> list[Path]:
-    """Single-run folders under ``runs_dir`` with a checkpoint and no results.json, oldest first."""
+    """Single-run folders under ``runs_dir`` with a checkpoint and no results (a finished debug run's
+    included), oldest first."""
     runs = [
         run
         for run in runs_dir.glob("*")
-        if run.is_dir() and not (run / RESULTS).exists() and any((run / "checkpoints").glob("*.ckpt"))
+        if run.is_dir()
+        and not any((run / name).exists() for name in (RESULTS, DEBUG_RESULTS))
+        and any((run / "checkpoints").glob("*.ckpt"))
     ]
     return sorted(runs, key=lambda run: max(p.stat().st_mtime for p in (run / "checkpoints").glob("*.ckpt")))
 

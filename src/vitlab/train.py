@@ -138,6 +138,15 @@ def _tested_checkpoint(
     return which, best.best_model_path
 
 
+def debug_run(cfg: DictConfig) -> str | None:
+    """Why this run is a debug run (``trainer.fast_dev_run``, or a ``debug=`` config: task_name
+    debug), else None: its metrics come from a few batches and it may have no checkpoint, so it
+    writes ``debug_results.json`` rather than a results.json that would pass for a result."""
+    if cfg.trainer.get("fast_dev_run"):
+        return f"trainer.fast_dev_run={cfg.trainer.fast_dev_run}"
+    return "task_name=debug" if cfg.task_name == "debug" else None
+
+
 def resolve_run_preprocessing(cfg: DictConfig) -> Preprocessing:
     """The run's one ``Preprocessing``: the weights' (``model.pretrained``; none: the course's) with
     the user's ``preprocessing.*`` on top; the datamodule and the checkpoint get it."""
@@ -217,7 +226,8 @@ def _after_failure(error: BaseException, trainer: L.Trainer | None, output_dir: 
 def train(
     cfg: DictConfig, callbacks: list[Callback] | None = None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    """Fit (and test) a model as configured; returns the run's results, also saved as results.json.
+    """Fit (and test) a model as configured; returns the run's results, also saved as results.json
+    (a debug run's as debug_results.json: ``debug_run``).
 
     With ``ckpt_path`` (a checkpoint file: ``continue_run`` turns ``last`` or a folder into one)
     training continues from it, in ``paths.output_dir``. A run stopped by Ctrl-C or a crash is not
@@ -225,6 +235,7 @@ def train(
     """
     output_dir = Path(cfg.paths.output_dir)
     trainer: L.Trainer | None = None
+    debug = debug_run(cfg)
     try:
         validate(cfg)
         hold_out_for_search(cfg)
@@ -270,7 +281,9 @@ def train(
                 raise KeyboardInterrupt("training was interrupted")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
-            tested, tested_path = _tested_checkpoint(trainer, datamodule, cfg.test_ckpt)
+            tested, tested_path = (
+                (None, None) if debug else _tested_checkpoint(trainer, datamodule, cfg.test_ckpt)
+            )
             trainer.test(module, datamodule=datamodule, ckpt_path=tested_path, weights_only=True)
             metrics.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -297,8 +310,14 @@ def train(
         "metrics": metrics,
         "test_confusion_matrix": confusion["test"].tolist() if "test" in confusion else None,
     }
+    if debug:  # the final weights were tested, if any: no checkpoint was chosen
+        del results["tested_checkpoint"]
+        results["debug"] = True
     if trainer.is_global_zero:
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        name = runs.DEBUG_RESULTS if debug else runs.RESULTS
+        (output_dir / name).write_text(json.dumps(results, indent=2))
+        if debug:
+            log.info("a debug run (%s): not a result, so its metrics went to %s", debug, output_dir / name)
     return results
 
 
