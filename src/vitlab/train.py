@@ -28,7 +28,7 @@ from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.cli.validate import validate
 from vitlab.data.datamodule import build_datamodule, usable_cpus
 from vitlab.errors import ConfigError
-from vitlab.loggers import build_loggers
+from vitlab.loggers import build_loggers, finish_wandb
 from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import Preprocessing, resolve_preprocessing
 from vitlab.models.variants import ModelConfig
@@ -291,6 +291,8 @@ def train(
     except BaseException as error:
         _after_failure(error, trainer, output_dir)
         raise
+    finally:
+        finish_wandb()  # train() is also called as a function (benchmarks): it ends the run it opened
     confusion = getattr(module, "confusion", {})  # classification only
     model = ModelConfig.from_config(cfg.model)
     params, macs = variant_cost(model.name, num_classes=datamodule.num_classes, **model.options)

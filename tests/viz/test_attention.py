@@ -11,7 +11,9 @@ import torch
 from matplotlib.image import imread
 from torch.utils.data import DataLoader, TensorDataset
 
+from vitlab.checkpoint import stored_preprocessing
 from vitlab.models import create_model
+from vitlab.models.preprocessing import FROM_SCRATCH
 from vitlab.training.module import ViTClassifier
 from vitlab.viz.attention import (
     attention_overlays,
@@ -74,6 +76,7 @@ def checkpoint(tmp_path: Path) -> Path:
         class_names=["pizza", "steak", "sushi"],
         model_options={"image_size": 32, "patch_size": 8, "depth": 2},
         optimizer=partial(torch.optim.SGD, lr=0.1),
+        preprocessing=stored_preprocessing(FROM_SCRATCH),
     )
     trainer = L.Trainer(
         accelerator="cpu",

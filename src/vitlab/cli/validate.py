@@ -23,8 +23,9 @@ from vitlab.models.variants import ModelConfig
 
 
 def missing_values(cfg: DictConfig) -> None:
-    """A mandatory option (``???`` in the config, e.g. eval's ``ckpt_path``) that was not given."""
-    missing = [key for key in OmegaConf.missing_keys(cfg) if not key.startswith("hydra.")]
+    """A mandatory option (``???`` in the config, e.g. eval's ``ckpt_path``) that was not given. Only
+    the top level holds them; nothing is resolved here (an unset ``oc.env`` is reported later)."""
+    missing = [str(key) for key in cfg if OmegaConf.is_missing(cfg, key)]
     if missing:
         raise ConfigError(
             f"{missing[0]} is required: give it on the command line, e.g. {missing[0]}=..."

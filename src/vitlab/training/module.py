@@ -13,6 +13,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from vitlab.checkpoint import stamp_format
 from vitlab.models import create_model
 from vitlab.training.optim import parameter_groups
 
@@ -145,6 +146,9 @@ class ViTClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.confusion["test"] = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stamp_format(checkpoint)  # readers tell what this code wrote from what older code did
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(self, self.optimizer_factory, self.scheduler_factory, self.model)
