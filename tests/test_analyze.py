@@ -14,7 +14,7 @@ import torch
 from torchvision.transforms import v2
 
 from vitlab.analyze import analyze
-from vitlab.backbone import load_backbone
+from vitlab.cli.inspected_model import load_inspected_model
 from vitlab.errors import ConfigError
 from vitlab.models import create_model
 from vitlab.models.weights import to_timm
@@ -96,7 +96,7 @@ def test_named_weights_bring_their_preprocessing_and_a_bare_file_must_say_it(com
         f"model.pretrained_file={weights}",
         config_name="analyze",
     )
-    _, transform = load_backbone(named)
+    _, transform = load_inspected_model(named)
     image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8)
     reference = v2.Compose(  # AugReg: bicubic to floor(32 / 0.9) = 35, centre crop, [-1, 1]
         [
@@ -109,4 +109,4 @@ def test_named_weights_bring_their_preprocessing_and_a_bare_file_must_say_it(com
     torch.testing.assert_close(transform(image), reference(image))
     bare = compose_config(*TINY_MODEL, f"model.pretrained={weights}", config_name="analyze")
     with pytest.raises(ConfigError, match="does not say how its inputs were normalised"):
-        load_backbone(bare)
+        load_inspected_model(bare)

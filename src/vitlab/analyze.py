@@ -13,8 +13,8 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vitlab.backbone import load_backbone, resolve_device
 from vitlab.cli.command import command
+from vitlab.cli.inspected_model import load_inspected_model, resolve_device
 from vitlab.data import load_image
 from vitlab.errors import ConfigError
 from vitlab.loggers import build_loggers
@@ -56,7 +56,7 @@ def analyze(cfg: DictConfig) -> dict:
             "images=null: the attention distance is averaged over images; pass images=path/to/folder "
             "(or leave attention_distance out of figures)."
         )
-    model, transform = load_backbone(cfg)
+    model, transform = load_inspected_model(cfg)
     device = resolve_device(cfg.device)
     model.to(device)
     output_dir = Path(cfg.paths.output_dir)

@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-from vitlab.backbone import load_backbone, resolve_device
 from vitlab.cli.command import command
+from vitlab.cli.inspected_model import load_inspected_model, resolve_device
 from vitlab.data import load_image
 from vitlab.data.folder import list_classes, list_samples
 from vitlab.data.transforms import Pipeline
@@ -170,7 +170,7 @@ def fewshot(cfg: DictConfig) -> dict[int, list[tuple[float, float]]]:
     except ValueError as error:
         raise ConfigError(f"{error} (in {root / 'train'})") from None
     test_files, test_labels = _split(root, "test", class_names)
-    model, transform = load_backbone(cfg)
+    model, transform = load_inspected_model(cfg)
     device = resolve_device(cfg.device)
     model.to(device)
     started = time.perf_counter()

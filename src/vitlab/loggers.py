@@ -79,12 +79,20 @@ def _wandb_logger(options: DictConfig, run_name: str, group: str | None) -> Wand
     attempts = [(mode, overrides), ("offline", overrides)]  # the second after a reset, with a clean service
     if options.get("id"):
         attempts.append(("offline", {**overrides, "id": None, "resume": None}))
+    import wandb
+
+    # wandb's banner (version, sync hints, where run data is saved, the run's page twice) is about a
+    # dozen lines around a run; the one that matters, the run and where it is, is logged once instead.
+    quiet = wandb.Settings(quiet=True)
     for attempt, (mode, kwargs) in enumerate(attempts, start=1):
         if mode == "offline":
             _stage_media_in(Path(options.save_dir))
         try:
-            logger = _without_anonymous(instantiate(options, **kwargs, offline=mode == "offline", mode=mode))
-            logger.experiment  # noqa: B018  start the run now
+            logger = _without_anonymous(
+                instantiate(options, **kwargs, offline=mode == "offline", mode=mode, settings=quiet)
+            )
+            run = logger.experiment  # start the run now
+            log.info("W&B run %r (%s): %s", run.name, mode, run.url if mode == "online" else run.dir)
             return logger
         except Exception as error:  # any wandb/network failure must not stop training
             _reset_wandb()

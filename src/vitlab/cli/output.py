@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,21 @@ def _quiet_known_noise() -> None:
     # torch.utils.cpp_extension logs "No CUDA runtime is found, using CUDA_HOME=..." when imported on
     # a machine without CUDA; we build no C++/CUDA extensions, so it says nothing about our runs.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    # Lightning advertises its cloud products (litlogger, litmodels) at every fit.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip"))
+    # Lightning advertises its cloud products (litlogger, litmodels) at every fit, and says at every
+    # fit that the configured RichModelSummary replaces its default summary (which is what we want).
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        _DropMessages("💡 Tip", "Trainer already configured with model summary callbacks")
+    )
+    # Lightning builds torch's LeafSpec, which this torch deprecates (Lightning's to change), and it is
+    # printed at every fit.
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    # An epoch of FoodVision Mini is 8 batches, fewer than log_every_n_steps: the per-step logs it
+    # warns about are not missed (every metric is also logged per epoch).
+    warnings.filterwarnings(
+        "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+    )
     # Optuna's RDB storage logs alembic's schema set-up ("Context impl SQLiteImpl", "Will assume
     # non-transactional DDL") whenever a study is created or resumed in a database.
     logging.getLogger("alembic").setLevel(logging.WARNING)

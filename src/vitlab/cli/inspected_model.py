@@ -15,7 +15,7 @@ from vitlab.models import ModelConfig, VisionTransformer
 from vitlab.models.preprocessing import checkpoint_preprocessing, resolve_preprocessing
 
 
-def load_backbone(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
+def load_inspected_model(cfg: DictConfig) -> tuple[VisionTransformer, Pipeline]:
     """``(model in eval mode, its evaluation transform)`` from an entry point's config.
 
     A checkpoint (``ckpt_path``) brings its own model and preprocessing, and its model's name to
