@@ -120,3 +120,17 @@ def test_eval_and_predict_failures_leave_no_folder_and_do_not_speak_of_training(
         assert not any((tmp_path / "logs" / command / "runs").iterdir())
     said = capsys.readouterr()
     assert "trained" not in said.out + said.err
+
+
+def test_eval_on_data_with_other_classes_is_one_line(run_command, tmp_path, finished_run, make_image_folder):
+    root = make_image_folder(classes=("pizza", "steak", "sushi"), n_per_class=2)
+    checkpoint = finished_run / "checkpoints" / "last.ckpt"
+    code = run_command(
+        eval_main,
+        f"ckpt_path={checkpoint}",
+        "data=imagefolder",
+        f"data.root={root}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
+    assert code.startswith("error: the checkpoint's classes") and "differ from the data's" in code
+    assert "\n" not in code and not any((tmp_path / "logs" / "eval" / "runs").iterdir())

@@ -22,7 +22,12 @@ def debug_results(run: Path) -> dict:
 
 @pytest.mark.parametrize(
     ("debug", "steps"),
-    [("fdr", 1), ("limit", 3 * 3), ("overfit", 2 * 3), ("profiler", 3)],  # 3 tiny batches per epoch
+    [  # 3 tiny batches per epoch; limit's 3 epochs and overfit's 2 (of 20), with anomaly detection on
+        ("fdr", 1),
+        pytest.param("limit", 3 * 3, marks=pytest.mark.slow),
+        pytest.param("overfit", 2 * 3, marks=pytest.mark.slow),
+        ("profiler", 3),
+    ],
 )
 def test_each_debug_config_runs_into_logs_debug_and_writes_no_result(run_command, tmp_path, debug, steps):
     logs = tmp_path / "logs"

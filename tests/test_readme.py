@@ -23,8 +23,11 @@ import torch
 import torchvision
 import yaml
 from conftest import food101_layout, write_image
+from hydra import compose
 from slurm_cluster import local_cluster_is_current
 
+from vitlab.cli.command import initialize_configs
+from vitlab.cli.validate import validate
 from vitlab.data.streaming import read_meta
 from vitlab.models import create_model
 from vitlab.models.variants import resolve_variant
@@ -157,6 +160,74 @@ def shrink(args: list[str], workdir: Path) -> list[str]:
     return extra
 
 
+# README lines that another test already runs end to end (through the same config and command, shrunk):
+# here they are composed and validated, not run a second time. The key: what the line contains.
+RUN_ELSEWHERE = {
+    "model=vit_b16 trainer.devices=2": "tests/test_cli.py::test_two_cpu_processes_train_with_ddp_and_count_each_test_image_once",
+    "-m model=vit_b16,vit_b32 optimizer.lr=1e-3,3e-4": "tests/test_cli.py::test_multirun_sweep_writes_a_summary_and_groups_its_wandb_runs",
+    "hparams_search=optuna": "tests/test_cli.py::test_optuna_search_runs_two_trials",
+    "ckpt_path=last": "tests/test_resume.py::test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_only_the_checkpoint",
+    "vitlab-eval ckpt_path=": "tests/test_resume.py::test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_only_the_checkpoint",
+    "experiment=foodvision_scratch": "tests/test_train.py::test_foodvision_scratch_experiment_runs_on_an_image_folder",
+    "experiment=foodvision_finetune": "tests/test_train.py::test_foodvision_finetune_experiment_loads_local_torchvision_weights",
+    "experiment=paper_pretrain": "tests/test_recipes.py::test_paper_pretrain_runs_small_with_accumulated_steps",
+    "experiment=paper_finetune": "tests/test_recipes.py::test_paper_finetune_replaces_the_head_by_a_zero_initialised_one",
+    "experiment=table1_sweep": "tests/test_sweep.py::test_table1_script_trains_the_sweep_and_ends_with_its_summary",
+}
+
+
+def run_elsewhere(args: list[str]) -> str | None:
+    line = " ".join(args)
+    return next((test for key, test in RUN_ELSEWHERE.items() if key in line), None)
+
+
+def test_every_line_run_elsewhere_names_a_test_that_exists_and_a_line_of_the_readme():
+    lines = [" ".join(args) for args in COMMANDS]
+    for key, test in RUN_ELSEWHERE.items():
+        assert any(key in line for line in lines), f"no README line contains {key!r} any more"
+        path, name = test.split("::")
+        assert f"def {name}(" in (ROOT / path).read_text(), test
+
+
+def composable(args: list[str]) -> tuple[str, list[str]] | None:
+    """``(config name, its options)`` of a Hydra command line, or None for scripts and converters,
+    which take options of their own."""
+    if args[0].endswith(".sh") or kind(args) == "convert" or "--help" in args:
+        return None
+    config = "train" if kind(args) == "train" else kind(args).removeprefix("vitlab-")
+    return config, [a for a in args[1:] if "=" in a and not a.endswith(".py")]
+
+
+def one_job(options: list[str]) -> list[str]:
+    """What one job of a command line composes: a sweep's first value of each swept option, and a
+    placeholder path (``.../last.ckpt``) as a plain one."""
+    composed = []
+    for option in options:
+        key, _, given = option.partition("=")
+        if key.startswith("hydra."):
+            continue
+        if PLACEHOLDER.match(given):
+            given = "/placeholder"
+        elif "," in given and not given.startswith("["):
+            given = given.split(",")[0]
+        composed.append(f"{key}={given}")
+    return composed
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=[shlex.join(c)[:70] for c in COMMANDS])
+def test_readme_command_composes_and_validates(args, workdir, monkeypatch):
+    """Every line composes over the real conf/ and (training) passes the checks run before any data."""
+    found = composable(args)
+    if found is None:
+        pytest.skip("a script: run by test_readme_command_runs_as_typed")
+    config, options = found
+    monkeypatch.setenv("VITLAB_MPP_CKPT", "/the/script/gives/it.ckpt")
+    with initialize_configs():
+        cfg = compose(config, overrides=one_job([*options, *shrink(args, workdir)]))
+    if config == "train":
+        validate(cfg)
+
+
 def needs(args: list[str]) -> str | None:
     """Why a command cannot run here, or None."""
     if any(a == "launcher=slurm" for a in args):
@@ -226,6 +297,9 @@ def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
     reason = needs(args)
     if reason:
         pytest.skip(reason)
+    elsewhere = run_elsewhere(args)
+    if elsewhere:
+        pytest.skip(f"{elsewhere} runs this line (composed and validated here)")
     logs = tmp_path / "logs"
     if "--help" in args:
         models = sorted(path.stem for path in (ROOT / "conf" / "model").glob("*.yaml"))

@@ -131,7 +131,7 @@ def test_evaluation_sees_every_test_image_exactly_once_across_two_ranks(streamed
     assert sorted(seen) == list(range(first_test_id, first_test_id + len(CLASSES) * N_TEST))
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: workers' state
 def test_a_mid_epoch_resume_neither_repeats_nor_skips_images(streamed, monkeypatch, num_workers):
     for rank in range(WORLD):
         full = epoch_ids(rank_loader(monkeypatch, streamed, rank, num_workers=num_workers))
@@ -182,6 +182,7 @@ def streaming_run(compose_config, streamed, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_training_resumed_from_a_mid_epoch_checkpoint_continues_where_it_stopped(
     compose_config, streamed, tmp_path
 ):

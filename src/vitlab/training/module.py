@@ -127,8 +127,9 @@ class ViTClassifier(L.LightningModule):
         confusion = self.val_confusion if stage == "val" else self.test_confusion
         metrics.update(logits, labels)
         confusion.update(logits, labels)
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(images))
-        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(images))
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(images))
+        for name, metric in metrics.items():  # the progress bar shows val/acc only: more would wrap
+            self.log(name, metric, prog_bar=name == "val/acc", batch_size=len(images))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
