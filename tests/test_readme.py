@@ -8,6 +8,7 @@ covered by the rule for its kind."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -256,6 +258,36 @@ def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
     return result
 
 
+COMMAND_MODULES = {
+    "train": "vitlab.train",
+    "vitlab-eval": "vitlab.eval",
+    "vitlab-predict": "vitlab.predict",
+    "vitlab-analyze": "vitlab.analyze",
+    "vitlab-fewshot": "vitlab.fewshot",
+}
+
+
+def run_here(args: list[str], cwd: Path, monkeypatch, capsys) -> SimpleNamespace:
+    """A command line as ``run`` runs it, but in this process (a command's ``main()`` with its argv):
+    the same wrapper and exit, without a Python start per line. Scripts still run as programs."""
+    if args[0].endswith(".sh") or kind(args) not in COMMAND_MODULES:
+        return run(args, cwd)
+    main = importlib.import_module(COMMAND_MODULES[kind(args)]).main
+    program, options = (args[1], args[2:]) if args[0] == "python" else (args[0], args[1:])
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [program, *options])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    capsys.readouterr()
+    try:
+        main()
+    except SystemExit as exit:
+        assert exit.code in (None, 0), f"{shlex.join(args)}: {exit.code}"
+    printed = capsys.readouterr()
+    return SimpleNamespace(stdout=printed.out, stderr=printed.err)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("readme")
@@ -293,7 +325,7 @@ def own_options(args: list[str]) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", COMMANDS, ids=[shlex.join(c)[:70] for c in COMMANDS])
-def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
+def test_readme_command_runs_as_typed(args, workdir, request, tmp_path, monkeypatch, capsys):
     reason = needs(args)
     if reason:
         pytest.skip(reason)
@@ -342,7 +374,7 @@ def test_readme_command_runs_as_typed(args, workdir, request, tmp_path):
         shutil.copy(timm_vit_ti16(workdir), tmp_path / value(args, "model.pretrained_file"))
     if program == "vitlab-fewshot":
         images_folder(tmp_path / value(args, "root"))
-    result = run([*args, f"paths.log_dir={logs}"], cwd=cwd)
+    result = run_here([*args, f"paths.log_dir={logs}"], cwd, monkeypatch, capsys)
     experiment = group_config("experiment", args)
     multirun = (
         "-m" in args

@@ -288,7 +288,7 @@ def test_bench_data_times_the_streamed_images_beside_the_model(streamed, tmp_pat
             *options,
         ]
     )
-    rates = re.findall(r"^\| (.+?)\s+\|\s+([\d.]+) \|", capsys.readouterr().out, flags=re.MULTILINE)
+    rates = re.findall(r"^\| (.+?)\s+\|\s+(\S+) \|", capsys.readouterr().out, flags=re.MULTILINE)
     assert [label.split(" (")[0] for label, _ in rates] == [
         "loader, synthetic",
         "loader, streaming",
