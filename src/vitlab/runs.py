@@ -53,7 +53,7 @@ def claim_folder(base: Path) -> Path:
             folder.mkdir()
         except FileExistsError:
             continue
-        _created.append(folder.resolve())
+        record_created(folder)
         return folder
     raise ExistingFileError(f"{base}: 10000 folders of that name exist; clean up {base.parent}.")
 
@@ -77,7 +77,7 @@ def keep(folder: Path) -> None:
 def remove_created(only: Path | None = None) -> list[Path]:
     """Remove the folders this command created (or just ``only``, if it is one of them) and that hold
     no kept run; a sweep folder stays while any job folder is left in it. Rank 0 only."""
-    if rank_zero_only.rank != 0 or _in_ddp_child():
+    if not is_rank_zero():
         return []
     removed = []
     for folder in sorted(_created, key=lambda path: len(path.parts), reverse=True):  # jobs first
@@ -217,25 +217,22 @@ def resolve_resume(ckpt_path: str, runs_dir: Path) -> tuple[Path, Path | None]:
     return path, run_folder(path)
 
 
-def finished_epochs(run_dir: Path) -> int | None:
-    """The epochs a finished run trained (from its results.json), or None if it did not finish."""
+def finished_results(run_dir: Path) -> dict[str, Any] | None:
+    """A finished run's results.json, or None if the run did not finish."""
     results = run_dir / RESULTS
-    if not results.is_file():
-        return None
-    return int(json.loads(results.read_text())["epochs"])
+    return json.loads(results.read_text()) if results.is_file() else None
 
 
-def set_aside_name(run_dir: Path) -> str:
+def set_aside_name(results: dict[str, Any]) -> str:
     """``results_step<N>.json``: where a finished run's results go when it is trained further."""
-    step = json.loads((run_dir / RESULTS).read_text()).get("global_step", 0)
-    return f"results_step{step}.json"
+    return f"results_step{results.get('global_step', 0)}.json"
 
 
 def set_aside_results(run_dir: Path) -> None:
     """Keep a finished run's results beside the ones its continuation will write."""
-    results = run_dir / RESULTS
-    if results.is_file() and is_rank_zero():
-        results.rename(run_dir / set_aside_name(run_dir))
+    results = finished_results(run_dir)
+    if results is not None and is_rank_zero():
+        (run_dir / RESULTS).rename(run_dir / set_aside_name(results))
 
 
 def save_overrides(run_dir: Path, overrides: list[str]) -> None:

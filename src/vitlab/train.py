@@ -373,8 +373,9 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None] | None:
         overrides=[*overrides, f"paths.output_dir={run_dir}", f"ckpt_path={checkpoint}"],
     )
     validate(restored)
-    finished = runs.finished_epochs(run_dir)
-    if finished is not None:
+    earlier_results = runs.finished_results(run_dir)
+    if earlier_results is not None:
+        finished = int(earlier_results["epochs"])
         if restored.trainer.max_epochs in (None, -1) or restored.trainer.max_epochs <= finished:
             log.info(
                 "the run %s finished (epoch %d of %d); its results are in %s. To train it further: "
@@ -393,7 +394,7 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None] | None:
             run_dir,
             finished,
             restored.trainer.max_epochs,
-            runs.set_aside_name(run_dir),
+            runs.set_aside_name(earlier_results),
         )
     _log_into(run_dir)
     log.info(

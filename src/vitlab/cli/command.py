@@ -83,8 +83,7 @@ def _job(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
                 with user_errors_exit(show_tracebacks=_tracebacks_asked()):
                     result = run(cfg)
         except BaseException as error:
-            for removed in runs.remove_created(only=output_dir()):
-                log.info("removed %s, which this command created and which holds nothing to keep", removed)
+            _remove_created(only=output_dir())
             if multirun:
                 log.error("job failed: %s", error if isinstance(error, UserError) else repr(error))
             raise
@@ -131,13 +130,19 @@ def user_errors_exit(show_tracebacks: bool = False) -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        runs.remove_created()
+        _remove_created()
         if show_tracebacks:
             raise
         raise SystemExit(f"error: {error}") from None
     except BaseException:
-        runs.remove_created()
+        _remove_created()
         raise
+
+
+def _remove_created(only: Path | None = None) -> None:
+    """After a failure: remove (and say so) the folders this command created that hold nothing to keep."""
+    for removed in runs.remove_created(only):
+        log.info("removed %s, which this command created and which holds nothing to keep", removed)
 
 
 _FULL_ERROR, _OURS = "HYDRA_FULL_ERROR", "VITLAB_SET_HYDRA_FULL_ERROR"
