@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1  # 1: the version key itself; raise it when what is stored changes meaning
 FORMAT_KEY = "vitlab_format"
+PROVENANCE_KEY = "provenance"  # vitlab.provenance's dict, as in the run's results.json
 
 # What torch.load raises for a file it cannot read as tensors and plain values (torch's own message
 # then advises weights_only=False and filing an issue: not the user's fix).
@@ -44,6 +45,12 @@ def load_torch_file(path: Path) -> Any:
 def stamp_format(checkpoint: dict[str, Any]) -> None:
     """Mark a checkpoint being saved with the format version (a LightningModule's ``on_save_checkpoint``)."""
     checkpoint[FORMAT_KEY] = FORMAT_VERSION
+
+
+def stamp_provenance(checkpoint: dict[str, Any], provenance: Mapping[str, Any]) -> None:
+    """Record where a checkpoint being saved came from (``vitlab.provenance``): the same dict as the
+    run's results.json, as of this save."""
+    checkpoint[PROVENANCE_KEY] = dict(provenance)
 
 
 def is_training_checkpoint(contents: Any) -> bool:
@@ -69,6 +76,7 @@ class TrainingCheckpoint:
     has_optimizer_state: bool  # False for the weights-only best checkpoint
     hyper_parameters: Mapping[str, Any]
     state_dict: Mapping[str, Tensor]
+    provenance: Mapping[str, Any] | None  # None in checkpoints written before it was recorded
 
     @classmethod
     def from_contents(cls, contents: Any, path: Path) -> TrainingCheckpoint:
@@ -82,6 +90,7 @@ class TrainingCheckpoint:
                 has_optimizer_state="optimizer_states" in contents,
                 hyper_parameters=dict(contents.get("hyper_parameters") or {}),
                 state_dict=contents["state_dict"],
+                provenance=contents.get(PROVENANCE_KEY),
             )
         except (AttributeError, KeyError, TypeError, ValueError):  # not a mapping, or keys missing or odd
             raise not_a_checkpoint(path) from None
@@ -105,6 +114,11 @@ def read_training_checkpoint(path: Path) -> TrainingCheckpoint:
     except UNREADABLE_CHECKPOINT:
         raise not_a_checkpoint(path) from None
     return TrainingCheckpoint.from_contents(contents, path)
+
+
+def checkpoint_provenance(path: str | Path) -> Mapping[str, Any] | None:
+    """Where a training checkpoint came from (None for one written before provenance was recorded)."""
+    return read_training_checkpoint(Path(path)).provenance
 
 
 def checkpoint_step(path: Path) -> int:

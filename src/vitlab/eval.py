@@ -12,13 +12,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vitlab.checkpoint import data_config_of, load_classifier
+from vitlab.checkpoint import checkpoint_provenance, data_config_of, load_classifier
 from vitlab.cli.command import command
 from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.data.datamodule import build_datamodule
 from vitlab.errors import DataError
 from vitlab.loggers import build_loggers
 from vitlab.models.preprocessing import checkpoint_preprocessing
+from vitlab.per_image import TEST_PREDICTIONS, write_test_predictions
+from vitlab.provenance import Provenance
+from vitlab.stats import accuracy_interval_metrics
 from vitlab.training.module import ViTClassifier
 from vitlab.training.trainer import build_trainer
 
@@ -45,9 +48,10 @@ def data_config(cfg: DictConfig, module: ViTClassifier, overrides: list[Override
 def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, float]:
     """Test a checkpoint on the test split of its training data (or of ``data=``); prints and logs
     the metrics. ``overrides`` (default: Hydra's command line) decide what replaces the stored data."""
-    module = load_classifier(cfg.ckpt_path)
     if overrides is None:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    provenance = Provenance(cfg.get("seed"), overrides)
+    module = load_classifier(cfg.ckpt_path)
     data = data_config(cfg, module, OverridesParser.create().parse_overrides(overrides))
     with open_dict(cfg):
         cfg.data = data  # what the logged config shows: the data tested on
@@ -76,9 +80,26 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     log.info(
         "confusion matrix (rows: true, columns: predicted; %s):\n%s", ", ".join(module.class_names), confusion
     )
-    results = {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics, "confusion_matrix": confusion.tolist()}
+    probabilities, labels = module.test_predictions
+    metrics.update(accuracy_interval_metrics(probabilities.argmax(1) == labels))
+    log.info(
+        "test/acc %.3f, 95%% bootstrap interval %.3f-%.3f (%d images resampled)",
+        metrics["test/acc"],
+        metrics["test/acc_ci95_low"],
+        metrics["test/acc_ci95_high"],
+        len(labels),
+    )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.world_size == 1:
+        write_test_predictions(output_dir / TEST_PREDICTIONS, module, datamodule)
+    results = {
+        "checkpoint": {"path": str(cfg.ckpt_path), "provenance": checkpoint_provenance(cfg.ckpt_path)},
+        "class_names": list(module.class_names),
+        "metrics": metrics,
+        "confusion_matrix": confusion.tolist(),
+        "provenance": provenance.record(datamodule.provenance()),
+    }
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     return metrics
 

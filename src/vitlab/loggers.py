@@ -156,6 +156,16 @@ def _stage_media_in(save_dir: Path) -> None:
     os.environ[_DATA_DIR] = str(save_dir.resolve() / "wandb" / "media-staging")
 
 
+def record_in_wandb(loggers: list[Logger], results: dict[str, Any]) -> None:
+    """Complete the W&B run with what is known only at the end: the whole provenance (data
+    fingerprints and wall time) in its config, and the metrics results.json holds in its summary."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            run.config.update({"provenance": results["provenance"]}, allow_val_change=True)
+            run.summary.update(results["metrics"])
+
+
 def finish_wandb() -> None:
     """End the W&B run so the next job of a multirun starts its own (a known Hydra + W&B pitfall)."""
     if "wandb" in sys.modules:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import csv
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from vitlab.checkpoint import load_classifier
+from vitlab.checkpoint import checkpoint_provenance, load_classifier
 from vitlab.cli.command import command
 from vitlab.cli.output import console
 from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.data import eval_transform, load_image
 from vitlab.errors import DataError, MissingFileError
 from vitlab.models.preprocessing import Preprocessing, checkpoint_preprocessing
+from vitlab.per_image import write_predictions
+from vitlab.provenance import Provenance, files_fingerprint
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.csv"
 
 
 def image_files(sources: str | Sequence[str]) -> list[Path]:
@@ -95,6 +100,8 @@ def print_predictions(
 
 
 def predict(cfg: DictConfig) -> torch.Tensor:
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    provenance = Provenance(None, overrides)
     module = load_classifier(cfg.ckpt_path)
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
     files = image_files(images)
@@ -109,13 +116,17 @@ def predict(cfg: DictConfig) -> torch.Tensor:
     print_predictions(files, probabilities, class_names, min(cfg.top_k, len(class_names)))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "predictions.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "predicted", "probability", *class_names])
-        for file, probs in zip(files, probabilities, strict=True):
-            writer.writerow(
-                [file, class_names[int(probs.argmax())], f"{probs.max():.4f}", *[f"{p:.4f}" for p in probs]]
-            )
+    write_predictions(output_dir / PREDICTIONS, files, probabilities, class_names)
+    results = {
+        "checkpoint": {"path": str(cfg.ckpt_path), "provenance": checkpoint_provenance(cfg.ckpt_path)},
+        "class_names": class_names,
+        "images": len(files),
+        "predictions": PREDICTIONS,
+        "provenance": provenance.record(
+            {"images": {"images": len(files), "fingerprint": files_fingerprint(files)}}
+        ),
+    }
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     if cfg.grid:
         from vitlab.viz.predictions import save_prediction_grid
 
@@ -136,7 +147,7 @@ def predict(cfg: DictConfig) -> torch.Tensor:
             total=len(files),
         )
         log.info("prediction grid: %s", grid_path)
-    log.info("predictions table: %s", output_dir / "predictions.csv")
+    log.info("predictions table: %s", output_dir / PREDICTIONS)
     return probabilities
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,22 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vitlab import runs
-from vitlab.checkpoint import carried_hyperparameters, check_fits, checkpoint_step
+from vitlab.checkpoint import carried_hyperparameters, check_fits, checkpoint_step, read_training_checkpoint
 from vitlab.cli.command import command
 from vitlab.cli.output import print_tree
 from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.cli.validate import validate
 from vitlab.data.datamodule import build_datamodule, usable_cpus
 from vitlab.errors import ConfigError
-from vitlab.loggers import build_loggers, finish_wandb
+from vitlab.loggers import build_loggers, finish_wandb, record_in_wandb
 from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import Preprocessing, resolve_preprocessing
 from vitlab.models.variants import ModelConfig
+from vitlab.per_image import TEST_PREDICTIONS, write_test_predictions
+from vitlab.provenance import Provenance
 from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
+from vitlab.stats import accuracy_interval_metrics
+from vitlab.training.callbacks import ProvenanceInCheckpoints
 from vitlab.training.module import ViTClassifier
 from vitlab.training.mpp import MaskedPatchPrediction
 from vitlab.training.trainer import build_trainer
@@ -244,7 +247,8 @@ def train(
         resolved_config = output_dir / "config_resolved.yaml"
         print_tree(cfg, save_to=None if ckpt_path else resolved_config)
         L.seed_everything(cfg.seed, workers=True)
-        started = time.perf_counter()
+        overrides = _hydra_overrides() if overrides is None else overrides
+        provenance = Provenance(cfg.seed, overrides, **_continued_from(ckpt_path))
 
         datamodule = build_datamodule(cfg.data, preprocessing, **share_cpus(cfg.data))
         datamodule.prepare_data()  # downloads if needed; class names come from the data, never typed twice
@@ -260,15 +264,15 @@ def train(
         if cfg.get("compile"):
             module.model.compile()  # in place: the weights keep their names in checkpoints
 
-        overrides = _hydra_overrides() if overrides is None else overrides
         run_name = " ".join([cfg.model.name, *[o for o in overrides if not o.startswith("model=")]])
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = {**OmegaConf.to_container(cfg, resolve=True), "provenance": provenance.fixed}
         loggers = build_loggers(cfg.get("logger"), run_name=run_name, group=_sweep_group(), config=config)
         if ckpt_path:
             runs.keep_earlier_metrics(loggers, header, rows)
         all_callbacks = [
             instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
         ]
+        all_callbacks.append(ProvenanceInCheckpoints(provenance))
         trainer = build_trainer(
             cfg.trainer, callbacks=all_callbacks + list(callbacks or []), logger=loggers or False
         )
@@ -288,25 +292,64 @@ def train(
             metrics.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )
+        results = _results(cfg, trainer, module, datamodule, metrics, overrides, tested, debug)
+        results["provenance"] = provenance.record(datamodule.provenance())
+        results["wall_time_s"] = results["provenance"]["wall_time_s"]
+        record_in_wandb(loggers, results)
     except BaseException as error:
         _after_failure(error, trainer, output_dir)
         raise
     finally:
         finish_wandb()  # train() is also called as a function (benchmarks): it ends the run it opened
+    if trainer.is_global_zero:
+        if "test/acc" in metrics and trainer.world_size == 1:
+            write_test_predictions(output_dir / TEST_PREDICTIONS, module, datamodule)
+        name = runs.DEBUG_RESULTS if debug else runs.RESULTS
+        (output_dir / name).write_text(json.dumps(results, indent=2))
+        if debug:
+            log.info("a debug run (%s): not a result, so its metrics went to %s", debug, output_dir / name)
+    return results
+
+
+def _continued_from(ckpt_path: str | None) -> dict[str, Any]:
+    """For a continued run's provenance: the checkpoint it continued from and that one's provenance."""
+    if not ckpt_path:
+        return {}
+    stored = read_training_checkpoint(Path(ckpt_path)).provenance
+    return {"continued_from": {"checkpoint": str(ckpt_path), "provenance": stored}}
+
+
+def _results(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    metrics: dict[str, float],
+    overrides: list[str],
+    tested: str | None,
+    debug: str | None,
+) -> dict[str, Any]:
+    """What results.json holds, less the provenance: the model, its cost, the run's length and metrics
+    (with the test accuracy's bootstrap interval), and which checkpoint was tested."""
     confusion = getattr(module, "confusion", {})  # classification only
     model = ModelConfig.from_config(cfg.model)
     params, macs = variant_cost(model.name, num_classes=datamodule.num_classes, **model.options)
+    predictions = getattr(module, "test_predictions", None)
+    if predictions is not None and "test/acc" in metrics:
+        probabilities, labels = predictions
+        metrics.update(accuracy_interval_metrics(probabilities.argmax(1) == labels))
     results = {
         "model": model.name,
         "patch_size": model.patch_size,
         "image_size": cfg.model.image_size,
         "num_classes": datamodule.num_classes,
+        "class_names": list(datamodule.class_names),
         "overrides": overrides,
         "params": params,
         "gmacs": macs / 1e9,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
-        "wall_time_s": round(time.perf_counter() - started, 2),
+        "wall_time_s": None,  # the provenance's
         "tested_checkpoint": tested,  # last (the final weights) or best (by validation accuracy)
         "validation": validation_source(datamodule),  # test split, held out from train (0.2), val split
         "metrics": metrics,
@@ -315,11 +358,6 @@ def train(
     if debug:  # the final weights were tested, if any: no checkpoint was chosen
         del results["tested_checkpoint"]
         results["debug"] = True
-    if trainer.is_global_zero:
-        name = runs.DEBUG_RESULTS if debug else runs.RESULTS
-        (output_dir / name).write_text(json.dumps(results, indent=2))
-        if debug:
-            log.info("a debug run (%s): not a result, so its metrics went to %s", debug, output_dir / name)
     return results
 
 

@@ -33,6 +33,7 @@ from vitlab.data.folder import (
 from vitlab.data.samplers import RepeatedAugmentationSampler
 from vitlab.data.synthetic import SyntheticImages, synthetic_class_names
 from vitlab.errors import ConfigError, DataError, MissingFileError
+from vitlab.provenance import files_fingerprint
 
 if TYPE_CHECKING:  # models import the data package
     from vitlab.models.preprocessing import Preprocessing
@@ -113,6 +114,7 @@ class ImageDataModule(L.LightningDataModule):
             train_transform, mixup_alpha, cutmix_alpha
         )
         self.datasets: dict[str, LabelledImages] = {}
+        self.download_record: dict[str, str] | None = None  # the download this run made, if any
 
     @property
     def class_names(self) -> list[str]:
@@ -170,6 +172,22 @@ class ImageDataModule(L.LightningDataModule):
         """MixUp/CutMix for training batches (``None`` when off); built once the classes are known."""
         return transforms.batch_transform(self.num_classes, self.mixup_alpha, self.cutmix_alpha)
 
+    def provenance(self) -> dict[str, Any]:
+        """Per split set up: its image count and, for files, their fingerprint (``files_fingerprint``);
+        a download this run made, with its SHA-256. For ``results.json`` and checkpoints."""
+        splits: dict[str, Any] = {}
+        for split, dataset in self.datasets.items():
+            files = getattr(dataset.load, "paths", None) if isinstance(dataset, LabelledImages) else None
+            root = getattr(self, "root", None)
+            inside = files is not None and root is not None and all(Path(root) in f.parents for f in files)
+            splits[split] = {
+                "images": len(dataset),
+                "fingerprint": files_fingerprint(files, root if inside else None) if files else None,
+            }
+            if split == "val" and dataset is self.datasets.get("test"):
+                splits[split] = {"same_as": "test"}
+        return {"splits": splits, "download": self.download_record}
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Mix on the device, after the transfer, and only while training."""
         if self.soft_targets and self.trainer is not None and self.trainer.training:
@@ -220,7 +238,8 @@ class ImageFolderDataModule(ImageDataModule):
                 + (f", or point data.root at a new folder to download {self.url} there." if self.url else ".")
             )
         if self.url is not None:
-            download_dataset(self.url, self.root, self.sha256)
+            digest = download_dataset(self.url, self.root, self.sha256)
+            self.download_record = {"url": self.url, "sha256": digest}
 
     @property
     def class_names(self) -> list[str]:

@@ -73,8 +73,9 @@ def _dataset_folder(extracted: Path, source: str) -> Path:
     )
 
 
-def download_dataset(url: str, root: Path, sha256: str | None) -> None:
-    """Download the zip at ``url``, check its SHA-256, and extract it to ``root``.
+def download_dataset(url: str, root: Path, sha256: str | None) -> str:
+    """Download the zip at ``url``, check its SHA-256, and extract it to ``root``; returns the
+    archive's SHA-256 (for the run's provenance).
 
     ``sha256=None`` skips the check (the computed digest is logged so it can be pinned).
     """
@@ -112,6 +113,7 @@ def download_dataset(url: str, root: Path, sha256: str | None) -> None:
                 f"Try again, or check data.url."
             ) from err
         _publish(_dataset_folder(extracted, url), root)
+        return digest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,5 +1,5 @@
-"""Lightning callbacks of our own: the non-finite loss check, the last checkpoint, training speed and
-the W&B reports."""
+"""Lightning callbacks of our own: the non-finite loss check, the last checkpoint, training speed,
+provenance in checkpoints and the W&B reports."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
+from vitlab.checkpoint import stamp_provenance
+from vitlab.provenance import Provenance
 from vitlab.viz.attention import attention_overlays
 
 
@@ -187,6 +189,20 @@ class TrainingSpeed(L.Callback):
         if self._seconds > 0:
             rate = self._images / self._seconds * trainer.world_size
             pl_module.log("train/images_per_sec", rate, rank_zero_only=True)
+
+
+class ProvenanceInCheckpoints(L.Callback):
+    """Every checkpoint holds the run's provenance as of its save (``vitlab.provenance``): the same
+    dict its results.json will hold, so a checkpoint found alone still says what made it."""
+
+    def __init__(self, provenance: Provenance) -> None:
+        self.provenance = provenance
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        data = getattr(trainer.datamodule, "provenance", None)
+        stamp_provenance(checkpoint, self.provenance.record(data() if data is not None else None))
 
 
 def _denormalise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:

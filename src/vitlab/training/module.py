@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -88,6 +89,9 @@ class ViTClassifier(L.LightningModule):
         self.best_val_acc = MaxMetric()
         # The last epoch's confusion matrices, for loggers and reports (rows: true, columns: predicted).
         self.confusion: dict[str, Tensor] = {}
+        # The last test's per-image (probabilities [N, C], labels [N]) on this rank, in loader order.
+        self.test_predictions: tuple[Tensor, Tensor] | None = None
+        self._test_batches: list[tuple[Tensor, Tensor]] = []
 
     @property
     def image_size(self) -> int:
@@ -127,6 +131,8 @@ class ViTClassifier(L.LightningModule):
         confusion = self.val_confusion if stage == "val" else self.test_confusion
         metrics.update(logits, labels)
         confusion.update(logits, labels)
+        if stage == "test":
+            self._test_batches.append((logits.detach().float().softmax(-1).cpu(), labels.cpu()))
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(images))
         for name, metric in metrics.items():  # the progress bar shows val/acc only: more would wrap
             self.log(name, metric, prog_bar=name == "val/acc", batch_size=len(images))
@@ -144,9 +150,16 @@ class ViTClassifier(L.LightningModule):
             self.best_val_acc(self.val_metrics["acc"].compute())
             self.log("val/acc_best", self.best_val_acc.compute(), sync_dist=True)
 
+    def on_test_epoch_start(self) -> None:
+        self._test_batches = []
+
     def on_test_epoch_end(self) -> None:
         self.confusion["test"] = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
+        if self._test_batches:
+            probabilities, labels = zip(*self._test_batches, strict=True)
+            self.test_predictions = torch.cat(probabilities), torch.cat(labels)
+        self._test_batches = []
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stamp_format(checkpoint)  # readers tell what this code wrote from what older code did

@@ -1,0 +1,129 @@
+"""Where a result came from: the code, the command, the packages, the machine and the data.
+
+Every ``results.json`` holds it under ``provenance``, every training checkpoint holds the same dict
+(``vitlab.checkpoint.stamp_provenance``) and the W&B run's config too, so that any published number
+can be traced to the commit and command that made it, and re-made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ALWAYS_LISTED = ("torch", "torchvision", "lightning")
+LISTED_WHEN_USED = ("timm", "onnxruntime", "onnx")  # listed when the process imported them
+
+
+def _git(*args: str) -> str | None:
+    """``git -C <vitlab's source folder> <args>``'s output, or None without git or a checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "-c", "safe.directory=*", "-C", str(PACKAGE_DIR), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_version() -> dict[str, Any]:
+    """``git_commit`` (40 hex) and ``git_dirty`` of the vitlab source that runs; for an installed
+    wheel (no checkout holding this package) the package version instead."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is not None and (Path(top) / "src" / "vitlab").resolve() == PACKAGE_DIR:
+        commit = _git("rev-parse", "HEAD")
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        if commit is not None and status is not None:
+            return {"git_commit": commit, "git_dirty": bool(status)}
+    return {"package_version": importlib.metadata.version("vitlab")}
+
+
+def versions() -> dict[str, str]:
+    """Python and the packages a result depends on, verbatim (``torch.__version__`` says CPU/CUDA)."""
+    found = {"python": platform.python_version()}
+    used = [name for name in LISTED_WHEN_USED if name in sys.modules]
+    for name in (*ALWAYS_LISTED, *used):
+        try:
+            module = sys.modules.get(name) or __import__(name)
+            found[name] = str(module.__version__)
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """The CPU (model, cores this process may use), the GPUs (name, count) and CUDA version."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {
+        "hostname": platform.node(),
+        "cpu": _cpu_model(),
+        "cpu_cores": usable,
+        "gpu": torch.cuda.get_device_name(0) if gpus else None,
+        "gpu_count": gpus,
+        "cuda": torch.version.cuda,
+    }
+
+
+def command(overrides: Sequence[str] | None) -> dict[str, Any]:
+    """The command as typed, its arguments, and Hydra's overrides (what the run's config differs by)."""
+    return {"command": shlex.join(sys.argv), "argv": list(sys.argv), "overrides": list(overrides or [])}
+
+
+def files_fingerprint(files: Iterable[Path], root: Path | None = None) -> str:
+    """SHA-256 of the sorted ``(name relative to root, size)`` of a split's files: the same images
+    give the same fingerprint on any machine, and a file added, removed or changed in size does not."""
+    entries = sorted(
+        f"{path.relative_to(root) if root is not None else path.name}\t{path.stat().st_size}"
+        for path in map(Path, files)
+    )
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+class Provenance:
+    """The provenance of one command: fixed at its start; ``record`` adds the data and wall time."""
+
+    def __init__(self, seed: int | None, overrides: Sequence[str] | None, **extra: Any) -> None:
+        self._started = time.perf_counter()
+        self.fixed: dict[str, Any] = {
+            **code_version(),
+            **command(overrides),
+            "versions": versions(),
+            "machine": machine(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seed": seed,
+            **extra,
+        }
+
+    def record(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The provenance as of now: with the wall time so far and the data's fingerprints."""
+        recorded = {**self.fixed, "wall_time_s": round(time.perf_counter() - self._started, 2)}
+        recorded["versions"] = {**recorded["versions"], **versions()}  # packages imported since the start
+        if data is not None:
+            recorded["data"] = data
+        return recorded
