@@ -27,6 +27,7 @@ import torch
 from vitlab.stats import bootstrap_interval, paired_bootstrap_interval
 
 REPO = Path(__file__).resolve().parents[1]
+HISTORY = REPO  # the git repository whose history every record's commit must be in
 RUNS = REPO / "docs" / "runs"
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 TABLE = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
@@ -81,7 +82,7 @@ def problems_with(record: Record) -> list[str]:
     if commit is None:
         return [f"{where}: no provenance (git_commit): re-make it with scripts/record_run.py"]
     known = subprocess.run(
-        ["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True
+        ["git", "-C", str(HISTORY), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True
     )
     found = [] if known.returncode == 0 else [f"{where}: commit {commit} is not in this repository's history"]
     return found + disagreements(record)
@@ -158,9 +159,12 @@ def seed_mean_correct(runs: list[Record]) -> torch.Tensor:
     return torch.stack([run.correct for run in runs]).mean(0)
 
 
-def seeds_runs_table(records: list[Record]) -> str:
+def seeds_runs_table(records: list[Record], only: str | None = None) -> str:
+    """Every run of the seeds study (``only``: of one recipe)."""
     rows = []
     for prefix, runs in recipes(records).items():
+        if only is not None and prefix != only:
+            continue
         for run in runs:
             metrics = run.results["metrics"]
             rows.append(
@@ -218,11 +222,38 @@ def seeds_differences_table(records: list[Record]) -> str:
     return markdown_table(header, rows, "llrrl")
 
 
+def errors_table(
+    records: list[Record], prefixes: tuple[str, ...] = ("transfer_frozen", "transfer_finetuned")
+) -> str:
+    """Every test image some run of the recipes got wrong: its class, and per recipe how many seeds
+    missed it and what they said."""
+    grouped = {prefix: runs for prefix, runs in recipes(records).items() if prefix in prefixes}
+    missed: dict[str, dict[str, list[str]]] = {}
+    truth: dict[str, str] = {}
+    for prefix, runs in grouped.items():
+        for run in runs:
+            for row in run.test_predictions or []:
+                truth[row["image"]] = row["true"]
+                if row["predicted"] != row["true"]:
+                    missed.setdefault(row["image"], {}).setdefault(prefix, []).append(row["predicted"])
+    rows = []
+    for image in sorted(missed):
+        cells = []
+        for prefix, runs in grouped.items():
+            said = missed[image].get(prefix, [])
+            cells.append(
+                f"{len(said)} of {len(runs)}" + (f" ({', '.join(sorted(set(said)))})" if said else "")
+            )
+        rows.append([f"`{image}`", truth[image], *cells])
+    header = ["image", "true class", *[f"{RECIPES[p].split(' (')[0]}: seeds wrong" for p in grouped]]
+    return markdown_table(header, rows, "ll" + "r" * len(grouped))
+
+
 def recipe_mean(prefix: str) -> Callable[[], str]:
     def value() -> str:
         runs = recipes(load_records("seeds")).get(prefix)
         if not runs:
-            raise ValueError(f"no records of {prefix} in docs/runs/seeds/")
+            raise ValueError(f"no records of {prefix} in docs/runs/seeds/ (made by {SEEDS_COMMAND})")
         return f"{statistics.mean(float(r.correct.mean()) for r in runs):.3f}"
 
     return value
@@ -270,8 +301,10 @@ def table1_mini_table(records: list[Record]) -> str:
 
 def record_accuracy(study: str, name: str) -> Callable[[], str]:
     def value() -> str:
-        (record,) = [r for r in load_records(study) if r.name == name]
-        return f"{float(record.correct.mean()):.3f}"
+        found = [r for r in load_records(study) if r.name == name]
+        if not found:
+            raise ValueError(f"no record docs/runs/{study}/{name}.json (made by {STUDIES[study]})")
+        return f"{float(found[0].correct.mean()):.3f}"
 
     return value
 
@@ -300,6 +333,8 @@ TABLES: dict[str, tuple[str, Callable[[list[Record]], str]]] = {  # table -> (it
     "seeds-runs": ("seeds", seeds_runs_table),
     "seeds-summary": ("seeds", seeds_summary_table),
     "seeds-differences": ("seeds", seeds_differences_table),
+    "transfer-errors": ("seeds", errors_table),
+    "small-data-v2-runs": ("seeds", lambda records: seeds_runs_table(records, only="small_data_v2")),
     "gpu-check": ("legacy", gpu_check_table),
     "table1-mini": ("table1_mini", table1_mini_table),
 }
@@ -327,10 +362,19 @@ VALUES: dict[str, Callable[[], str]] = {
 }
 
 
-def regenerate(text: str) -> str:
-    """``text`` with every table and value between markers made again from the records."""
-    text = TABLE.sub(lambda m: m[1] + make_table(m["name"]) + m[4], text)
-    return VALUE.sub(lambda m: m[1] + VALUES[m["name"]]() + m[4], text)
+def regenerate(text: str, problems: list[str]) -> str:
+    """``text`` with every table and value between markers made again from the records; a marker
+    that cannot be made (its records are missing) is left as it is and named in ``problems``."""
+
+    def remake(match: re.Match[str], make: Callable[[str], str]) -> str:
+        try:
+            return match[1] + make(match["name"]) + match[4]
+        except (ValueError, KeyError) as error:
+            problems.append(f"{match['name']}: {error}")
+            return match[0]
+
+    text = TABLE.sub(lambda m: remake(m, make_table), text)
+    return VALUE.sub(lambda m: remake(m, lambda name: VALUES[name]()), text)
 
 
 def first_difference(name: str, old: str, new: str) -> str:
@@ -377,14 +421,19 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems_with(r)
     ]
     for document in DOCUMENTS:
+        where = document.relative_to(REPO)
         if args.check:
-            problems += check(document)
-        else:
-            text = document.read_text()
-            made = regenerate(text)
-            if made != text:
-                document.write_text(made)
-                print(f"regenerated {document.relative_to(REPO)}")
+            try:
+                problems += check(document)
+            except (ValueError, KeyError) as error:
+                problems.append(f"{where}: {error}")
+            continue
+        text, missing = document.read_text(), []
+        made = regenerate(text, missing)
+        problems += [f"{where}: {problem}" for problem in missing]
+        if made != text:
+            document.write_text(made)
+            print(f"regenerated {where}")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The seeds study (docs/results/seeds.md): three recipes, three seeds each, every run tested once on
 # its last checkpoint; then each run's record is copied into docs/runs/seeds/ and the tables are
-# regenerated. Runs one after another (alone on the CPU for honest wall times); a run whose folder
-# already holds results.json is skipped, so the script continues an interrupted study.
+# regenerated. Runs one after another (alone on the CPU for honest wall times); a run already
+# recorded (or whose folder holds results.json) is not run again, so the script continues a study.
 #
 #   VITLAB_DATA_DIR=../shared/data scripts/study_seeds.sh [runs folder, default logs/studies/seeds]
 #
@@ -17,14 +17,14 @@ weights="${VITLAB_WEIGHTS:-${VITLAB_DATA_DIR:-data}/weights/vit_tiny_patch16_224
 transfer=(experiment=foodvision_transfer "model.pretrained_file=$weights")
 
 train() {  # train <record name> <overrides...>
-  local name="$1"
+  local name="$1" record="$repo/docs/runs/seeds/$1.json"
   shift
-  if [ -f "$runs/$name/results.json" ]; then
-    echo "$name: finished earlier ($runs/$name), skipped"
-  else
-    python "$repo/train.py" "$@" "hydra.run.dir=$runs/$name"
+  if [ -f "$record" ]; then
+    echo "$name: recorded earlier ($record), skipped"
+    return
   fi
-  python "$repo/scripts/record_run.py" "$runs/$name" "$repo/docs/runs/seeds/$name.json"
+  [ -f "$runs/$name/results.json" ] || python "$repo/train.py" "$@" "hydra.run.dir=$runs/$name"
+  python "$repo/scripts/record_run.py" "$runs/$name" "$record"
 }
 
 for seed in 0 1 2; do

@@ -39,6 +39,8 @@ COLUMNS = [
     "best_val_acc",
     "final_val_acc",
     "test_acc",
+    "test_acc_ci95_low",
+    "test_acc_ci95_high",
     "images_per_sec",
     "wall_time_s",
 ]
@@ -48,6 +50,8 @@ METRICS = {
     "best_val_acc": "val/acc_best",
     "final_val_acc": "val/acc",
     "test_acc": "test/acc",
+    "test_acc_ci95_low": "test/acc_ci95_low",  # the bootstrap interval train and vitlab-eval report
+    "test_acc_ci95_high": "test/acc_ci95_high",
     "images_per_sec": "train/images_per_sec",
 }
 

@@ -2,8 +2,8 @@
 (from the weights, a checkpoint, or the user's ``preprocessing.*`` options) and then passed along.
 
 Normalisation belongs to the weights: ViT-Ti/16 AugReg (mean = std = 0.5) fed ImageNet's statistics
-instead calls 6 of 25 FoodVision pizzas "pizza" rather than 23, and its frozen features classify
-FoodVision Mini at 0.84 instead of 0.96. So a run that starts from weights takes their mean, std,
+gives worse frozen features (the measured cost: ``scripts/study_preprocessing.sh``, quoted in the
+README from its records). So a run that starts from weights takes their mean, std,
 resize interpolation and crop fraction, unless the user sets them; sizes follow the model's image
 size (resize = floor(image_size / crop_pct), as timm computes it), so 384-px fine-tuning resizes to 426.
 """
