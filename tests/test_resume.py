@@ -173,20 +173,22 @@ def test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_on
     assert len(table.read_text().splitlines()) == 1 + 2
 
 
-def test_a_run_that_fails_before_its_first_step_leaves_no_run_folder(tmp_path):
-    failed = run(tmp_path, "train", "data=imagefolder", f"data.root={tmp_path / 'absent'}", ok=False)
-    assert "data.root" in failed.stderr and "Traceback" not in failed.stderr
+def test_a_run_that_fails_before_its_first_step_leaves_no_run_folder(tmp_path, run_command, capsys):
+    error = run_command(train_main, "data=imagefolder", f"data.root={tmp_path / 'absent'}")
+    assert isinstance(error, str) and error.startswith("error: ") and "data.root" in error, error
+    assert "Traceback" not in capsys.readouterr().err
     assert not list((tmp_path / "logs" / "train" / "runs").iterdir())
 
 
-def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path):
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, run_command, capsys):
     bogus = tmp_path / "notes.ckpt"
     bogus.write_text("not a checkpoint")
-    for program in ("train", "vitlab-eval"):
-        failed = run(tmp_path, program, f"ckpt_path={bogus}", ok=False)
-        (line,) = [x for x in failed.stderr.splitlines() if x.startswith("error:")]
+    for main in (train_main, eval_main):
+        line = run_command(main, f"ckpt_path={bogus}")
+        assert isinstance(line, str) and line.startswith("error: "), line  # one line, no traceback
         assert f"ckpt_path={bogus} is not a" in line and "vitlab-train" in line
-        assert "Traceback" not in failed.stderr and "weights_only" not in failed.stderr
+        said = capsys.readouterr()
+        assert "Traceback" not in said.err and "weights_only" not in said.err + line
 
 
 @pytest.mark.slow
