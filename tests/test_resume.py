@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from vitlab.eval import main as eval_main
+from vitlab.predict import main as predict_main
+from vitlab.train import main as train_main
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -92,12 +96,14 @@ def assert_metrics_match_confusion(metrics: dict[str, float], confusion: list[li
 
 @pytest.mark.slow
 def test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_only_the_checkpoint(
-    tmp_path, make_image_folder
+    tmp_path, make_image_folder, run_command, monkeypatch, capsys
 ):
     make_image_folder(n_per_class={"train": 6, "test": 4}, size=36)  # tmp_path/images
     (tmp_path / "ctrl_c.py").write_text(CTRL_C)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the resumed run (in this process) builds its callback
 
-    # 1. Ctrl-C in the first epoch: no test, no results.json, the checkpoint and resume command printed.
+    # 1. Ctrl-C in the first epoch, in a program of its own (a real SIGINT): no test, no
+    #    results.json, the checkpoint and resume command printed.
     stopped = run(
         tmp_path,
         "train",
@@ -116,21 +122,23 @@ def test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_on
     rows_before = metrics_rows(run_dir)
     assert rows_before  # the curves so far
 
+    # The rest as typed, each command's main() in this process.
     # 2. A newer, finished multirun of another image size: ckpt_path=last must not pick it.
-    run(tmp_path, "train", "-m", *TRAIN, "logger=csv", "model.image_size=16")
+    assert run_command(train_main, "-m", *TRAIN, "logger=csv", "model.image_size=16") is None
     (uninterrupted,) = (tmp_path / "logs" / "train" / "multiruns").glob("*/0/results.json")
     uninterrupted = json.loads(uninterrupted.read_text())
 
     # 3. A resume whose override does not fit the checkpoint: one line naming shapes and option.
-    misfit = run(tmp_path, "train", "ckpt_path=last", "model.image_size=16", ok=False)
-    assert "Traceback" not in misfit.stderr
-    assert "position_embedding has shape [1, 17, 192] in the checkpoint and [1, 5, 192]" in misfit.stderr
-    assert "model.image_size" in misfit.stderr
+    misfit = run_command(train_main, "ckpt_path=last", "model.image_size=16")
+    assert isinstance(misfit, str) and misfit.startswith("error: "), misfit  # no traceback
+    assert "position_embedding has shape [1, 17, 192] in the checkpoint and [1, 5, 192]" in misfit
+    assert "model.image_size" in misfit
     assert "model.image_size=16" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
 
     # 4. Resume with no option: the same folder, config, W&B run and curves; the same step count.
-    resumed = run(tmp_path, "train", "ckpt_path=last")
-    assert f"continuing the run {run_dir}" in resumed.stdout + resumed.stderr
+    capsys.readouterr()
+    assert run_command(train_main, "ckpt_path=last") is None
+    assert f"continuing the run {run_dir}" in capsys.readouterr().out
     assert list((tmp_path / "logs" / "train" / "runs").iterdir()) == [run_dir]  # no second folder
     results = json.loads((run_dir / "results.json").read_text())
     assert results["image_size"] == 32 and results["tested_checkpoint"] == "last"
@@ -148,8 +156,9 @@ def test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_on
     # 5. Eval and predict from elsewhere, with nothing but the checkpoint (data root, classes and
     #    preprocessing come from it); eval of last.ckpt reproduces the run's own test of the last state.
     elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     last = run_dir / "checkpoints" / "last.ckpt"
-    run(elsewhere, "vitlab-eval", f"ckpt_path={last}")
+    assert run_command(eval_main, f"ckpt_path={last}", cwd=elsewhere) is None
     (evaluated,) = (elsewhere / "logs" / "eval" / "runs").glob("*/results.json")
     evaluated = json.loads(evaluated.read_text())
     assert evaluated["confusion_matrix"] == results["test_confusion_matrix"]
@@ -158,40 +167,42 @@ def test_ctrl_c_then_resume_with_no_options_continues_that_run_and_eval_needs_on
     for name in ("test/acc", "test/f1", "test/acc_top2"):
         assert evaluated["metrics"][name] == pytest.approx(results["metrics"][name], abs=1e-6)
     pictures = sorted((tmp_path / "images" / "test" / "sushi").glob("*.jpg"))[:2]
-    run(elsewhere, "vitlab-predict", f"ckpt_path={last}", f"images=[{pictures[0]},{pictures[1]}]")
+    images = f"images=[{pictures[0]},{pictures[1]}]"
+    assert run_command(predict_main, f"ckpt_path={last}", images, cwd=elsewhere) is None
     (table,) = (elsewhere / "logs" / "predict" / "runs").glob("*/predictions.csv")
     assert len(table.read_text().splitlines()) == 1 + 2
 
 
-def test_a_run_that_fails_before_its_first_step_leaves_no_run_folder(tmp_path):
-    failed = run(tmp_path, "train", "data=imagefolder", f"data.root={tmp_path / 'absent'}", ok=False)
-    assert "data.root" in failed.stderr and "Traceback" not in failed.stderr
+def test_a_run_that_fails_before_its_first_step_leaves_no_run_folder(tmp_path, run_command, capsys):
+    error = run_command(train_main, "data=imagefolder", f"data.root={tmp_path / 'absent'}")
+    assert isinstance(error, str) and error.startswith("error: ") and "data.root" in error, error
+    assert "Traceback" not in capsys.readouterr().err
     assert not list((tmp_path / "logs" / "train" / "runs").iterdir())
 
 
-def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path):
+def test_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, run_command, capsys):
     bogus = tmp_path / "notes.ckpt"
     bogus.write_text("not a checkpoint")
-    for program in ("train", "vitlab-eval"):
-        failed = run(tmp_path, program, f"ckpt_path={bogus}", ok=False)
-        (line,) = [x for x in failed.stderr.splitlines() if x.startswith("error:")]
+    for main in (train_main, eval_main):
+        line = run_command(main, f"ckpt_path={bogus}")
+        assert isinstance(line, str) and line.startswith("error: "), line  # one line, no traceback
         assert f"ckpt_path={bogus} is not a" in line and "vitlab-train" in line
-        assert "Traceback" not in failed.stderr and "weights_only" not in failed.stderr
+        said = capsys.readouterr()
+        assert "Traceback" not in said.err and "weights_only" not in said.err + line
 
 
 @pytest.mark.slow
-def test_compiled_training_writes_checkpoints_that_eval_and_predict_load(tmp_path, make_image_folder):
+def test_compiled_training_writes_checkpoints_that_eval_and_predict_load(
+    tmp_path, make_image_folder, run_command
+):
     make_image_folder(n_per_class={"train": 6, "test": 2}, size=36)
-    run(tmp_path, "train", *TRAIN, "logger=csv", "trainer.max_epochs=1", "model.depth=1", "compile=true")
+    overrides = ["logger=csv", "trainer.max_epochs=1", "model.depth=1", "compile=true"]
+    assert run_command(train_main, *TRAIN, *overrides) is None
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["state_dict"]
     assert not [k for k in state if "_orig_mod" in k]  # compiled in place: the names are the model's
-    run(tmp_path, "vitlab-eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    assert run_command(eval_main, f"ckpt_path={last}") is None
     picture = next((tmp_path / "images" / "test" / "pizza").glob("*.jpg"))
-    run(
-        tmp_path,
-        "vitlab-predict",
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-        f"images=[{picture}]",
-    )
+    assert run_command(predict_main, f"ckpt_path={last}", f"images=[{picture}]") is None
     assert list((tmp_path / "logs" / "predict" / "runs").glob("*/predictions.csv"))
