@@ -102,6 +102,8 @@ def test_multirun_sweep_writes_a_summary_and_groups_its_wandb_runs(tmp_path):
     merged = {k: v for config in configs for k, v in config.items()}
     assert merged["model"]["name"] == "vit_ti16" and merged["optimizer"]["lr"] == pytest.approx(1e-3)
     assert "api_key" not in json.dumps(merged).lower()
+    # the W&B run's config holds the run's provenance, completed at the end with the data's fingerprints
+    assert merged["provenance"]["command"] and merged["provenance"]["data"]["splits"]["train"]["images"] > 0
     assert val_metrics.count("val/acc") == 2  # one validation epoch per job
     assert {"val/predictions/_type", "val/confusion_matrix/_type"} <= set(val_metrics)  # logged tables
 

@@ -43,6 +43,14 @@ def test_outside_a_checkout_the_package_version_is_recorded(tmp_path, monkeypatc
     assert "git_commit" not in version and version["package_version"]
 
 
+def test_code_from_uncommitted_changes_says_so_where_its_numbers_are_shown():
+    commit = "a" * 40
+    assert provenance.code_description({"git_commit": commit, "git_dirty": False}) == "commit aaaaaaaaaa"
+    assert "uncommitted changes" in provenance.code_description({"git_commit": commit, "git_dirty": True})
+    assert provenance.code_description({"package_version": "0.1.0"}) == "vitlab 0.1.0"
+    assert "no provenance" in provenance.code_description(None)
+
+
 def test_a_splits_fingerprint_follows_its_files_names_and_sizes_not_where_they_are(
     tmp_path, make_image_folder
 ):

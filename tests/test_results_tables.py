@@ -18,6 +18,7 @@ SCRIPT = REPO / "scripts" / "results_tables.py"
 def load_script():
     spec = importlib.util.spec_from_file_location("results_tables", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -13,6 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from vitlab.models.cost import variant_cost
+from vitlab.provenance import code_description
 from vitlab.sweep_summary import COLUMNS, read_csv_history, summarize_sweep, summarize_wandb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,6 +257,9 @@ def test_table1_script_trains_the_sweep_and_ends_with_its_summary(tmp_path):
     results = json.loads((sweep / "0" / "results.json").read_text())
     assert (row["model"], row["patch_size"]) == ("vit_ti16", "16")
     assert float(row["test_acc"]) == pytest.approx(results["metrics"]["test/acc"])
+    low, high = float(row["test_acc_ci95_low"]), float(row["test_acc_ci95_high"])
+    assert low <= float(row["test_acc"]) <= high  # the interval train computed, as results.json holds it
+    assert row["code"] == code_description(results["provenance"])  # says so if the code had changes
     for name in ("accuracy_vs_params.png", "accuracy_vs_gmacs.png", "curves/0.png"):
         assert_png(sweep / name)
 

@@ -20,7 +20,7 @@ from vitlab.errors import DataError
 from vitlab.loggers import build_loggers
 from vitlab.models.preprocessing import checkpoint_preprocessing
 from vitlab.per_image import TEST_PREDICTIONS, write_test_predictions
-from vitlab.provenance import Provenance
+from vitlab.provenance import Provenance, code_description
 from vitlab.stats import accuracy_interval_metrics
 from vitlab.training.module import ViTClassifier
 from vitlab.training.trainer import build_trainer
@@ -75,6 +75,8 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer: L.Trainer = build_trainer(cfg.trainer, logger=loggers or False)
+    trained_by = checkpoint_provenance(cfg.ckpt_path)
+    log.info("testing %s, trained by %s", cfg.ckpt_path, code_description(trained_by))
     (metrics,) = trainer.test(module, datamodule=datamodule)
     confusion = module.confusion["test"]
     log.info(
@@ -94,7 +96,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     if trainer.world_size == 1:
         write_test_predictions(output_dir / TEST_PREDICTIONS, module, datamodule)
     results = {
-        "checkpoint": {"path": str(cfg.ckpt_path), "provenance": checkpoint_provenance(cfg.ckpt_path)},
+        "checkpoint": {"path": str(cfg.ckpt_path), "provenance": trained_by},
         "class_names": list(module.class_names),
         "metrics": metrics,
         "confusion_matrix": confusion.tolist(),

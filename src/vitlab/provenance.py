@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -127,3 +127,13 @@ class Provenance:
         if data is not None:
             recorded["data"] = data
         return recorded
+
+
+def code_description(provenance: Mapping[str, Any] | None) -> str:
+    """The code a result came from, in a few words, saying so where it had uncommitted changes."""
+    if not provenance:
+        return "unknown code (no provenance: made before vitlab recorded it)"
+    if "git_commit" not in provenance:
+        return f"vitlab {provenance.get('package_version', '?')}"
+    dirty = " with uncommitted changes" if provenance.get("git_dirty") else ""
+    return f"commit {provenance['git_commit'][:10]}{dirty}"

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from vitlab.models.cost import variant_cost
 from vitlab.models.variants import ModelConfig
+from vitlab.provenance import code_description
 from vitlab.runs import VALIDATION_IS_TEST
 from vitlab.tables import write_tables
 from vitlab.viz.curves import CURVES, History, plot_loss_curves
@@ -43,6 +44,7 @@ COLUMNS = [
     "test_acc_ci95_high",
     "images_per_sec",
     "wall_time_s",
+    "code",
 ]
 
 # Summary column -> the logged metric it reads (the same names in results.json and W&B summaries).
@@ -90,6 +92,7 @@ def make_row(
     metrics: Mapping[str, Any],
     wall_time_s: float | None,
     validation: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
     """One summary row, whichever store the run comes from: ``model`` holds its name and patch size,
     ``cost`` its (params, GMACs), ``metrics`` its logged metrics by name, ``validation`` where its
@@ -105,6 +108,7 @@ def make_row(
         "validation": validation,
         **{column: metrics.get(metric) for column, metric in METRICS.items()},
         "wall_time_s": wall_time_s,
+        "code": code,  # provenance.code_description: says so where the code had uncommitted changes
     }
     if validation == VALIDATION_IS_TEST:
         row["best_val_acc"] = row["final_val_acc"] = None
@@ -129,6 +133,7 @@ def job_row(results_file: Path, hidden_overrides: Collection[str] = ()) -> dict[
             results.get("metrics", {}),
             results.get("wall_time_s"),
             results.get("validation"),
+            code_description(results.get("provenance")),
         )
     except KeyError as missing:
         raise ValueError(
@@ -200,6 +205,7 @@ def _wandb_run(run: Any, hidden_overrides: Collection[str]) -> SweepRun:
         (params, macs / 1e9),
         summary,
         summary.get("_runtime"),
+        code=code_description(run.config.get("provenance")),
     )
     # One request per metric: a request for several keys returns only the rows holding all of them,
     # and train and validation metrics are logged in different rows.

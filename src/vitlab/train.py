@@ -32,7 +32,7 @@ from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import Preprocessing, resolve_preprocessing
 from vitlab.models.variants import ModelConfig
 from vitlab.per_image import TEST_PREDICTIONS, write_test_predictions
-from vitlab.provenance import Provenance
+from vitlab.provenance import Provenance, code_description
 from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
 from vitlab.stats import accuracy_interval_metrics
 from vitlab.training.callbacks import ProvenanceInCheckpoints
@@ -306,6 +306,11 @@ def train(
             write_test_predictions(output_dir / TEST_PREDICTIONS, module, datamodule)
         name = runs.DEBUG_RESULTS if debug else runs.RESULTS
         (output_dir / name).write_text(json.dumps(results, indent=2))
+        if results["provenance"].get("git_dirty"):
+            log.warning(
+                "this run's code had uncommitted changes (%s): its results say so; commit before you measure",
+                code_description(results["provenance"]),
+            )
         if debug:
             log.info("a debug run (%s): not a result, so its metrics went to %s", debug, output_dir / name)
     return results
