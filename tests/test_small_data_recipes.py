@@ -33,7 +33,7 @@ def test_v2_is_the_old_recipe_plus_the_combined_techniques(compose_config):
     combined = compose_config("experiment=foodvision_small_data", "+ablation=combined", tiny=False)
     for key in ("model", "data", "optimizer", "scheduler", "callbacks"):
         assert v2[key] == combined[key], key
-    # only its schedule is shorter: 250 epochs fit the 30 minutes on 2 CPU cores (docs/results.md)
+    # only its schedule is shorter: 250 epochs fit the 30 minutes on 2 CPU cores (docs/results/from_scratch.md)
     assert {k: v for k, v in v2.trainer.items() if k != "max_epochs"} == {
         k: v for k, v in combined.trainer.items() if k != "max_epochs"
     }
@@ -77,7 +77,7 @@ def test_v3_is_the_old_recipe_fine_tuned_from_mpp_pretraining_of_the_same_backbo
     assert v3.model.pretrained == "mpp.ckpt" and old.model.pretrained is None
     for key in ("data", "optimizer", "scheduler", "callbacks"):
         assert v3[key] == old[key], key
-    # the validated budget: 100 epochs of pre-training, then 100 of fine-tuning (docs/results.md)
+    # the validated budget: 100 epochs of pre-training, then 100 of fine-tuning (docs/results/from_scratch.md)
     assert v3.trainer.max_epochs == pretrain.trainer.max_epochs == 100
     assert v3.test_ckpt == "last"
     assert pretrain.model == {**old.model}

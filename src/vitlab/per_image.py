@@ -5,11 +5,14 @@ matrix and the bootstrap interval both come from it)."""
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 TEST_PREDICTIONS = "test_predictions.csv"
 
@@ -53,9 +56,15 @@ def test_images(datamodule: Any) -> list[str]:
     return [str(f.relative_to(root)) if root is not None and root in f.parents else str(f) for f in files]
 
 
-def write_test_predictions(path: Path, module: Any, datamodule: Any) -> None:
+def write_test_predictions(path: Path, module: Any, datamodule: Any) -> bool:
     """A tested classifier's per-image test predictions (``module.test_predictions``) with the true
-    class of each image."""
+    class of each image; False (nothing written) when the test saw only some of the images
+    (``limit_test_batches``, a debug run), whose rows could not be matched to files."""
     probabilities, labels = module.test_predictions
+    images = test_images(datamodule)
+    if len(images) != len(labels):
+        log.info("tested %d of the %d test images: no per-image predictions file", len(labels), len(images))
+        return False
     names = list(module.class_names)
-    write_predictions(path, test_images(datamodule), probabilities, names, [names[i] for i in labels])
+    write_predictions(path, images, probabilities, names, [names[i] for i in labels])
+    return True
