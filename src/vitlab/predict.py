@@ -12,11 +12,11 @@ from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from vitlab.checkpoint import load_classifier
 from vitlab.cli.command import command
 from vitlab.cli.output import console
 from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.data import eval_transform, load_image
+from vitlab.deploy import load_predictor
 from vitlab.errors import DataError, MissingFileError
 from vitlab.models.preprocessing import Preprocessing, checkpoint_preprocessing
 from vitlab.training.module import ViTClassifier
@@ -95,7 +95,7 @@ def print_predictions(
 
 
 def predict(cfg: DictConfig) -> torch.Tensor:
-    module = load_classifier(cfg.ckpt_path)
+    module = load_predictor(cfg.ckpt_path)  # a checkpoint, or an exported .onnx (ONNX Runtime)
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
     files = image_files(images)
     preprocessing = command_preprocessing(
