@@ -35,20 +35,21 @@ SPACE_REQUIREMENTS = "numpy\npillow\nonnxruntime>=1.17\ngradio>=5\n"
 Logits = Callable[[Tensor], Tensor]
 
 
-def labelled_images(cfg: DictConfig, module: ViTClassifier) -> tuple[list[Path], list[int | None]]:
-    """The images to compare on (``images=``, else the run's test split) and each one's class index
+def labelled_images(
+    images: str | Sequence[str] | None, module: ViTClassifier, ckpt_path: str | Path
+) -> tuple[list[Path], list[int | None]]:
+    """The images to compare on (``images``, else the run's test split) and each one's class index
     where its folder names a class of the model (None otherwise)."""
-    if cfg.images is not None:
-        files = image_files(list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images))
-    else:
+    if images is None:
         data = data_config_of(module.hparams) or {}
         test = Path(data["root"]) / "test" if data.get("root") else None
         if test is None or not test.is_dir():
             raise ConfigError(
-                f"ckpt_path={cfg.ckpt_path}: its run's data has no test/ folder of images "
+                f"ckpt_path={ckpt_path}: its run's data has no test/ folder of images "
                 f"({test or 'no data.root stored'}) to compare the export on: pass images=[a.jpg,folder/]."
             )
-        files = image_files(str(test))
+        images = str(test)
+    files = image_files(images)
     names = module.class_names
     return files, [names.index(f.parent.name) if f.parent.name in names else None for f in files]
 
@@ -210,7 +211,8 @@ def export(cfg: DictConfig) -> Path:
         module.image_size,
         f"ckpt_path={cfg.ckpt_path}",
     )
-    files, labels = labelled_images(cfg, module)
+    images = list(cfg.images) if isinstance(cfg.images, ListConfig) else cfg.images
+    files, labels = labelled_images(images, module, cfg.ckpt_path)
     inputs = torch.cat(
         [batch for _, _, batch in prepared_batches(module, files, preprocessing, cfg.batch_size)]
     )

@@ -100,7 +100,8 @@ class OnnxClassifier:
 
     device = torch.device("cpu")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        """``threads``: ONNX Runtime's intra-op threads (None: its default, the physical cores)."""
         import onnxruntime as ort
 
         if not path.is_file():
@@ -108,7 +109,9 @@ class OnnxClassifier:
                 f"ckpt_path={path}: no such file. vitlab-export writes .onnx files (out=...)."
             )
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or 0
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             carried = json.loads(self.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         except Exception as error:  # onnxruntime raises its own types for a file it cannot read
             raise ConfigError(
