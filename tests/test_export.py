@@ -152,3 +152,16 @@ def test_without_the_deploy_extra_export_says_what_to_install(checkpoint, run_co
         "error: vitlab-export format=onnx needs onnxscript, which is not installed: "
         'pip install -e ".[deploy]" (or pip install onnx onnxscript onnxruntime gradio).'
     )
+
+
+def test_a_model_the_exporter_cannot_take_is_one_line_naming_its_options(
+    checkpoint, run_command, tmp_path, monkeypatch
+):
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("no ONNX function for aten::made_up\nand a long traceback")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    error = run_command(export_main, f"ckpt_path={checkpoint}", f"out={tmp_path / 'model.onnx'}")
+    assert error.startswith("error: model=vit_ti16 (") and "tokenizer=patch" in error and "\n" not in error
+    assert error.endswith("cannot be exported to ONNX: RuntimeError: no ONNX function for aten::made_up")
+    assert not (tmp_path / "model.onnx").exists()
