@@ -8,6 +8,7 @@ The graph takes the normalised float images ``[N, 3, S, S]`` (any N) and gives l
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,17 @@ def stamp(model: Any, path: Path, carried: Mapping[str, Any]) -> None:
 
 def quantize_dynamic(source: Path, path: Path) -> None:
     """ONNX Runtime's dynamic int8 quantisation of ``source``'s MatMul and Gemm weights (activations
-    quantised per batch at run time), written to ``path`` with ``source``'s metadata."""
+    quantised per batch at run time), written to ``path`` with ``source``'s metadata. The graph's
+    shapes are inferred first (ONNX Runtime's pre-processing), as its quantiser asks."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as quantize
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quantize(source, path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    with tempfile.TemporaryDirectory() as folder:
+        inferred = Path(folder) / "inferred.onnx"
+        quant_pre_process(source, inferred)
+        quantize(inferred, path, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
     carried = json.loads(
         next(p.value for p in onnx.load(str(source)).metadata_props if p.key == METADATA_KEY)
     )
