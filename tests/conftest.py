@@ -11,8 +11,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import requires
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
+import torch
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.text import Text
@@ -20,6 +22,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from PIL import Image
 from slurm_cluster import slurm_cluster  # noqa: F401 - a session fixture for SLURM tests
+from torch.utils.data import DataLoader, TensorDataset
 
 
 def admitted_pytest() -> SpecifierSet:
@@ -75,6 +78,23 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+def trained(module: L.LightningModule, path: Path) -> Path:
+    """``module`` after one optimizer step on random images, saved by Lightning as training does."""
+    images = TensorDataset(torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,)))
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=path.parent,
+    )
+    trainer.fit(module, DataLoader(images, batch_size=2))
+    trainer.save_checkpoint(path)
+    return path
 
 
 @pytest.fixture
@@ -236,3 +256,43 @@ def assert_readable() -> Callable[[Figure], None]:
                 )
 
     return check
+
+
+# Deployment (tests/test_export.py, tests/test_demo.py): a tiny classifier trained by the train
+# command on generated photos of three foods, so its checkpoint stores an image folder's test split.
+FOODS = ("pizza", "steak", "sushi")
+
+
+def train_food_checkpoint(folder: Path, *overrides: str) -> Path:
+    """``last.ckpt`` of a ``debug=tiny`` run (with ``overrides``) on ``folder/images``: train/ and
+    test/ of 8 and 4 generated 32 x 40 photos per food (the photos' sides differ, as real ones do)."""
+    from hydra import compose, initialize_config_dir
+
+    from vitlab.train import train
+
+    root = folder / "images"
+    for split, count in (("train", 8), ("test", 4)):
+        for label, food in enumerate(FOODS):
+            for i in range(count):
+                write_image(
+                    root / split / food / f"{i}.jpg",
+                    label,
+                    32,
+                    seed=(split == "test") * 1000 + label * 100 + i,
+                )
+    options = [
+        *TINY_RUN,
+        "data=imagefolder",
+        f"data.root={root}",
+        "data.val_fraction=0",
+        "data.batch_size=8",
+        "model.depth=1",
+        "trainer.max_epochs=4",
+        "optimizer.lr=3e-3",
+        f"paths.output_dir={folder / 'run'}",
+        f"paths.log_dir={folder / 'logs'}",
+        *overrides,
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        train(compose("train", overrides=options))
+    return folder / "run" / "checkpoints" / "last.ckpt"

@@ -6,10 +6,9 @@ import ast
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from conftest import trained
 
 from vitlab.checkpoint import (
     FORMAT_KEY,
@@ -33,23 +32,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 OPTIONS = {"image_size": 32, "patch_size": 8, "depth": 1, "dim": 32, "heads": 2, "mlp_dim": 64}
 DATA = {"root": "images", "batch_size": 2}
 GOOGLE = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
-
-
-def trained(module: L.LightningModule, path: Path) -> Path:
-    """``module`` after one optimizer step on random images, saved by Lightning as training does."""
-    images = TensorDataset(torch.randn(4, 3, 32, 32), torch.randint(0, 3, (4,)))
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=path.parent,
-    )
-    trainer.fit(module, DataLoader(images, batch_size=2))
-    trainer.save_checkpoint(path)
-    return path
 
 
 def classifier() -> ViTClassifier:

@@ -1,5 +1,5 @@
-"""The README is a test: every command of its "Everyday commands" block runs as typed, shrunk only by
-appended overrides (a tiny model, image size and epoch count; fewer trials, jobs, shots, nodes and
+"""The README is a test: every command of its "Everyday commands" and "Deploy" blocks runs as typed,
+shrunk only by appended overrides (a tiny model, image size and epoch count; fewer trials, jobs, shots, nodes and
 devices), exits 0 and writes what it promises. Placeholders (``...``, ``<time>``) become generated
 files, and the relative paths a command names (``photos/``, ``weights.pth``) are generated where it
 runs; what would be downloaded (datasets, named weights) is a small local stand-in of the same
@@ -38,14 +38,15 @@ from vitlab.models.weights import to_timm
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
+SECTIONS = ("## Everyday commands", "## Deploy")
 PLACEHOLDER = re.compile(r"^(\.\.\.|.*<time>)")  # `data.root=...`, `ckpt_path=.../last.ckpt`
 
 
 def everyday_commands() -> list[list[str]]:
-    """The commands of the README's ``bash`` block under "## Everyday commands"."""
-    section = README.read_text().split("## Everyday commands", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    lines = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    """The commands of the README's ``bash`` blocks under "## Everyday commands" and "## Deploy"."""
+    text = README.read_text()
+    blocks = [re.search(r"```bash\n(.*?)```", text.split(h, 1)[1], re.S).group(1) for h in SECTIONS]
+    lines = [shlex.split(line, comments=True) for b in blocks for line in b.splitlines() if line.strip()]
     return [[os.path.expandvars(arg) for arg in args] for args in lines]  # as the shell would
 
 
@@ -133,7 +134,7 @@ def shrink(args: list[str], workdir: Path) -> list[str]:
         return ["model.image_size=32", "model.depth=1", "num_images=4"]
     if kind(args) == "vitlab-fewshot":
         return ["shots=[1,5]", "seeds=2"]  # images_folder has five per class
-    if kind(args) in ("vitlab-eval", "vitlab-predict"):
+    if kind(args) in ("vitlab-eval", "vitlab-predict", "vitlab-export", "vitlab-demo"):
         return []  # the checkpoint brings its (tiny) model and its data config
     extra = []
     if value(args, "experiment") == "table1_sweep":
@@ -175,6 +176,13 @@ RUN_ELSEWHERE = {
     "experiment=paper_pretrain": "tests/test_recipes.py::test_paper_pretrain_runs_small_with_accumulated_steps",
     "experiment=paper_finetune": "tests/test_recipes.py::test_paper_finetune_replaces_the_head_by_a_zero_initialised_one",
     "experiment=table1_sweep": "tests/test_sweep.py::test_table1_script_trains_the_sweep_and_ends_with_its_summary",
+    "out=model.onnx": "tests/test_export.py::test_onnx_file_alone_holds_classes_and_preprocessing_and_matches_pytorch",
+    "format=pt2": "tests/test_export.py::test_pt2_program_loads_without_vitlab_and_carries_its_metadata",
+    "quantize=dynamic": "tests/test_export.py::test_dynamic_quantization_writes_int8_with_metadata_and_reports_both_accuracies",
+    "ckpt_path=model.onnx": "tests/test_export.py::test_predict_from_the_onnx_file_writes_the_checkpoints_predictions",
+    "vitlab-demo": "tests/test_demo.py::test_a_browser_uploads_a_photo_and_reads_the_predicted_class",
+    "format=space": "tests/test_demo.py::test_the_space_folder_predicts_like_the_checkpoint_without_torch_or_vitlab",
+    "scripts/bench_deploy.py": "tests/test_bench_deploy.py::test_the_table_has_a_row_per_runtime_and_the_courses_rows",
 }
 
 

@@ -13,11 +13,11 @@ from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from vitlab.checkpoint import checkpoint_provenance, load_classifier
 from vitlab.cli.command import command
 from vitlab.cli.output import console
 from vitlab.cli.preprocessing import command_preprocessing
 from vitlab.data import eval_transform, load_image
+from vitlab.deploy import load_predictor, predictor_provenance
 from vitlab.errors import DataError, MissingFileError
 from vitlab.models.preprocessing import Preprocessing, checkpoint_preprocessing
 from vitlab.per_image import write_predictions
@@ -102,7 +102,7 @@ def print_predictions(
 def predict(cfg: DictConfig) -> torch.Tensor:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     provenance = Provenance(None, overrides)
-    module = load_classifier(cfg.ckpt_path)
+    module = load_predictor(cfg.ckpt_path)  # a checkpoint, or an exported .onnx (ONNX Runtime)
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)
     files = image_files(images)
     preprocessing = command_preprocessing(
@@ -118,7 +118,7 @@ def predict(cfg: DictConfig) -> torch.Tensor:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(output_dir / PREDICTIONS, files, probabilities, class_names)
     results = {
-        "checkpoint": {"path": str(cfg.ckpt_path), "provenance": checkpoint_provenance(cfg.ckpt_path)},
+        "checkpoint": {"path": str(cfg.ckpt_path), "provenance": predictor_provenance(module, cfg.ckpt_path)},
         "class_names": class_names,
         "images": len(files),
         "predictions": PREDICTIONS,
