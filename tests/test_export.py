@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import FOODS, train_food_checkpoint
 
-from vitlab.checkpoint import load_classifier
+from vitlab.checkpoint import load_classifier, load_torch_file
 from vitlab.export import main as export_main
 from vitlab.predict import main as predict_main
 
@@ -134,6 +134,11 @@ def test_predict_from_the_onnx_file_writes_the_checkpoints_predictions(checkpoin
     for ours, theirs in zip(ckpt[1:], exported[1:], strict=True):
         assert ours[:2] == theirs[:2]  # the same image, the same class
         assert [float(p) for p in ours[2:]] == pytest.approx([float(p) for p in theirs[2:]], abs=1e-4)
+    # both results.json trace the predictions to the same training checkpoint's provenance
+    trained_by = [
+        json.loads((tmp_path / n / "results.json").read_text())["checkpoint"]["provenance"] for n in tables
+    ]
+    assert trained_by[0] == trained_by[1] == load_torch_file(checkpoint)["provenance"]
 
 
 def test_an_onnx_file_not_from_vitlab_export_is_one_line(run_command, tmp_path):
