@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +35,7 @@ from vitlab.deploy import require
 from vitlab.deploy.onnx import OnnxClassifier, export_onnx, metadata, quantize_dynamic
 from vitlab.export import accuracy, batched, labelled_images
 from vitlab.models.preprocessing import checkpoint_preprocessing
+from vitlab.provenance import Provenance
 from vitlab.tables import markdown_table
 
 COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "preprocessing (s)"]
@@ -141,10 +144,15 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count(), help="CPU threads (default: all cores)"
     )
+    parser.add_argument(
+        "--record", type=Path, help="also write the table with its provenance here (docs/runs/deploy/...)"
+    )
     args = parser.parse_args()
+    provenance = Provenance(None, sys.argv[1:])
     with user_errors_exit():
         require("onnx", "onnxscript", "onnxruntime", purpose="scripts/bench_deploy.py")
         torch.set_num_threads(args.threads)
+        load = {"before": [round(x, 2) for x in os.getloadavg()]}
         print(
             f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs, {args.threads} threads)"
         )
@@ -154,7 +162,14 @@ def main() -> None:
             for row in measure(ckpt, args.images, args.repeats, args.warmup, args.threads)
         ]
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        load["after"] = [round(x, 2) for x in os.getloadavg()]
     print(markdown_table([*rows, *COURSE], COLUMNS), end="")
+    if args.record is not None:  # a run record for scripts/results_tables.py
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        results = {"rows": rows, "course": COURSE, "load_average": load, "threads": args.threads}
+        results["provenance"] = provenance.record()
+        args.record.write_text(json.dumps({"results": results, "test_predictions": None}, indent=1) + "\n")
+        print(f"recorded {args.record}")
 
 
 if __name__ == "__main__":

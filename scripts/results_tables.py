@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from vitlab import tables
 from vitlab.stats import bootstrap_interval, paired_bootstrap_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,11 +116,7 @@ def disagreements(record: Record) -> list[str]:
 
 
 def markdown_table(header: list[str], rows: Iterable[list[Any]], align: str | None = None) -> str:
-    align = align or "l" * len(header)
-    rule = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return tables.markdown_table([dict(zip(header, row, strict=True)) for row in rows], header, align)
 
 
 def interval(low: float, high: float) -> str:
@@ -311,6 +308,23 @@ def record_accuracy(study: str, name: str) -> Callable[[], str]:
     return value
 
 
+# --- deployment -----------------------------------------------------------------------------------
+
+DEPLOY_COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "preprocessing (s)"]
+
+
+def deploy_bench_table(records: list[Record]) -> str:
+    """The CPU deployment benchmark (scripts/bench_deploy.py --record), with the machine's load."""
+    (record,) = [r for r in records if r.name == "bench_cpu"]
+    results = record.results
+    load = results["load_average"]
+    return tables.markdown_table([*results["rows"], *results["course"]], DEPLOY_COLUMNS, "llrrrr") + (
+        f"\n{results['threads']} threads on {record.provenance['machine']['cpu']} "
+        f"({record.provenance['machine']['cpu_cores']} cores); load average {load['before'][0]} before, "
+        f"{load['after'][0]} after; commit `{record.commit}`.\n"
+    )
+
+
 # --- legacy records (transcribed from tables made before records existed) --------------------------
 
 
@@ -329,6 +343,8 @@ STUDIES: dict[str, str] = {  # study -> the command that re-makes its records
     "seeds": SEEDS_COMMAND,
     "legacy": "scripts/gpu_check.sh on a GPU (then record its table: these rows go)",
     "table1_mini": "scripts/study_table1_mini.sh",
+    "deploy": "python scripts/bench_deploy.py --ckpt <transfer_frozen_seed0>/last.ckpt --ckpt "
+    "<small_data_v2_seed1>/last.ckpt --record docs/runs/deploy/bench_cpu.json",
     "preprocessing": "scripts/study_preprocessing.sh",
 }
 TABLES: dict[str, tuple[str, Callable[[list[Record]], str]]] = {  # table -> (its study, its maker)
@@ -339,6 +355,7 @@ TABLES: dict[str, tuple[str, Callable[[list[Record]], str]]] = {  # table -> (it
     "small-data-v2-runs": ("seeds", lambda records: seeds_runs_table(records, only="small_data_v2")),
     "gpu-check": ("legacy", gpu_check_table),
     "table1-mini": ("table1_mini", table1_mini_table),
+    "deploy-bench": ("deploy", deploy_bench_table),
 }
 
 

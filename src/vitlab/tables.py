@@ -24,8 +24,10 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def markdown_table(rows: Sequence[Row], columns: Sequence[str], align: str | None = None) -> str:
+    """``align``: one letter per column, ``r`` right-aligns it (numbers), anything else leaves it."""
+    rules = ["---:" if a == "r" else "---" for a in (align or "l" * len(columns))]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "".join(f"{rule}|" for rule in rules)]
     lines += ["| " + " | ".join(format_cell(row.get(column)) for column in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
