@@ -20,7 +20,7 @@ from conftest import CONFIG_DIR, TINY_RUN
 from hydra import compose, initialize_config_dir
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from vitlab.slurm import REQUEUE_CHECKPOINT, fresh_main_port_after_requeue, requeued_run
+from vitlab.slurm import REQUEUE_CHECKPOINT, RequeueOnSignal, fresh_main_port_after_requeue, requeued_run
 from vitlab.train import continue_run, train
 
 # With pytest-xdist, one worker runs every test of the session's local cluster (and starts it once).
@@ -65,6 +65,11 @@ def test_each_restart_of_a_requeued_job_listens_on_a_port_of_its_own(monkeypatch
     assert len({first, *ports}) == 3 and all(25000 <= p < 32000 for p in ports)
     monkeypatch.setenv("MASTER_PORT", "12345")  # the user's port is kept
     assert fresh_main_port_after_requeue() is None and SLURMEnvironment().main_port == 12345
+
+
+def test_the_requeue_signal_is_one_the_loader_workers_ignore():
+    with pytest.raises(ValueError, match="signal_name=TERM: use USR1 or USR2, which the data-loader"):
+        RequeueOnSignal("TERM")  # SLURM would signal the workers too, and they would die of it
 
 
 @pytest.mark.slow  # three short trainings
@@ -192,7 +197,8 @@ def test_a_warning_submitit_repeats_on_every_poll_is_said_once(sinfo_prints, cap
 def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
     """Runs the README's SLURM command for CPU nodes on the local cluster (2 jobs, each DDP over 2
     CPU tasks that together ask the whole node, so they run one after the other); job 0 gets
-    ``scancel --signal=USR2`` in its second epoch, as SLURM warns before a preemption."""
+    ``scancel --signal=USR2`` in its second epoch, as SLURM warns before a preemption: every process
+    of the job, its loader workers too (with ``num_workers=0`` there were none to get it)."""
     tmp = tmp_path_factory.mktemp("slurm_sweep")
     env = {
         **os.environ,  # with pytest's own WANDB_SERVICE, as from a notebook: each job starts its own

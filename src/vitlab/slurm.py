@@ -7,7 +7,9 @@ replaces submitit's handler for that signal while fitting, because submitit's on
 from scratch (and gives up on time limits). At the next step boundary all ranks agree, write
 ``checkpoints/requeue.ckpt`` in the run folder, and rank 0 requeues the job. The requeued job runs
 the same config in the same run folder, which :func:`requeued_run` tells train.py to continue, as
-``ckpt_path=<run folder>`` would.
+``ckpt_path=<run folder>`` would. SLURM signals every process of the job's tasks: the data-loader
+workers ignore the signal (``vitlab.data.datamodule.WARNING_SIGNALS``), or they would die of it or run
+submitit's handler, inherited from the training process, and requeue the job from scratch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import lightning as L
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from vitlab.data.datamodule import WARNING_SIGNALS
 from vitlab.errors import ConfigError
 from vitlab.runs import CallbackError
 
@@ -201,8 +204,11 @@ class RequeueOnSignal(L.Callback):
     def __init__(
         self, signal_name: str = "USR2", check_every_n_steps: int = 10, max_requeues: int = 10
     ) -> None:
-        if not hasattr(signal, f"SIG{signal_name}"):
-            raise ValueError(f"signal_name={signal_name}: not a signal; use USR1, USR2 or TERM.")
+        if signal_name not in WARNING_SIGNALS:  # the signals the loader workers ignore
+            raise ValueError(
+                f"signal_name={signal_name}: use {' or '.join(WARNING_SIGNALS)}, which the data-loader "
+                "workers ignore (SLURM signals them too)."
+            )
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps={check_every_n_steps}: must be at least 1.")
         self.signum = getattr(signal, f"SIG{signal_name}")
