@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vitlab.data.datamodule import WARNING_SIGNALS
 from vitlab.errors import ConfigError
+from vitlab.loggers import finish_wandb
 from vitlab.runs import CallbackError
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,13 @@ class RequeueOnSignal(L.Callback):
             return
         for logger in trainer.loggers:
             logger.save()  # the metrics so far, which the resumed run keeps
+        # Once requeued, SLURM ends every process of the job: W&B's service and the loader workers
+        # too. So W&B is finished now, and the workers' end is no failure (torch would raise it from
+        # SIGCHLD, and the job would end with an error instead of exiting for its requeued run);
+        # then every rank waits until all are done before rank 0 requeues.
+        finish_wandb()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        trainer.strategy.barrier("requeue_on_signal")
         if trainer.is_global_zero:
             log.warning("job %s signalled: checkpoint %s written, requeueing", self._job_id(), path)
             subprocess.run(["scontrol", "requeue", str(self._job_id())], check=True)
