@@ -63,9 +63,10 @@ def _slurm_conf(folder: Path, host: str, munge_socket: Path) -> str:
     # sched_interval: the scheduler looks at pending jobs this often (default 60 s);
     # FirstJobId: random, because Lightning takes a job's DDP port from the last 4 digits of its id,
     # so two clusters on one machine (two test sessions) numbering jobs from 1 would share ports.
-    """One node (this host at 127.0.0.1) with most of its memory and at least 4 CPUs, so that two
-    2-task jobs run side by side even on a 2-core machine (``config_overrides`` lets the node claim
-    more CPUs than it has), and one partition."""
+    """One node (this host at 127.0.0.1) with most of its memory and at least 4 CPUs, so that each
+    of a 2-task job's tasks gets a share by ``sinfo`` (2) that 0 loader workers would not ask even on
+    a 2-core machine (``config_overrides`` lets the node claim more CPUs than it has), and one
+    partition."""
     cpus = max(os.cpu_count() or 1, 4)
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 - 1024
     return f"""\

@@ -242,7 +242,7 @@ def needs(args: list[str]) -> str | None:
     """Why a command cannot run here, or None."""
     if any(a == "launcher=slurm" for a in args):
         if local_cluster_is_current():  # one node: the line as typed asks for two
-            return "tests/test_slurm.py runs this line on the suite's one-node cluster, shrunk to fit"
+            return "tests/test_slurm.py runs the README's SLURM line for CPU nodes on the suite's one-node cluster"
         sinfo = shutil.which("sinfo")
         if sinfo is None or subprocess.run([sinfo], capture_output=True).returncode != 0:
             return "needs a SLURM cluster (sinfo finds none)"

@@ -20,7 +20,7 @@ from conftest import CONFIG_DIR, TINY_RUN
 from hydra import compose, initialize_config_dir
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from vitlab.slurm import REQUEUE_CHECKPOINT, fresh_main_port_after_requeue, requeued_run
+from vitlab.slurm import REQUEUE_CHECKPOINT, RequeueOnSignal, fresh_main_port_after_requeue, requeued_run
 from vitlab.train import continue_run, train
 
 # With pytest-xdist, one worker runs every test of the session's local cluster (and starts it once).
@@ -67,6 +67,11 @@ def test_each_restart_of_a_requeued_job_listens_on_a_port_of_its_own(monkeypatch
     assert fresh_main_port_after_requeue() is None and SLURMEnvironment().main_port == 12345
 
 
+def test_the_requeue_signal_is_one_the_loader_workers_ignore():
+    with pytest.raises(ValueError, match="signal_name=TERM: use USR1 or USR2, which the data-loader"):
+        RequeueOnSignal("TERM")  # SLURM would signal the workers too, and they would die of it
+
+
 @pytest.mark.slow  # three short trainings
 def test_a_signalled_run_checkpoints_requeues_its_job_and_the_requeued_run_ends_at_the_same_step(
     compose_config, monkeypatch
@@ -106,18 +111,14 @@ def test_a_signalled_run_checkpoints_requeues_its_job_and_the_requeued_run_ends_
 
 
 def readme_slurm_command() -> list[str]:
-    """The README's SLURM line among its everyday commands, shrunk to this machine: 1 node x 2 CPU
-    tasks, a tiny model."""
+    """The README's SLURM line for CPU nodes, as typed, in a tiny run: one block of each model, and
+    the loader workers of every image dataset (``data.num_workers=null``, which the tiny run's data
+    sets to 0), so each task asks its share of the node by ``sinfo``, as with nothing else set."""
     lines = (ROOT / "README.md").read_text().splitlines()
-    line = next(line for line in lines if line.startswith("python train.py -m launcher=slurm trainer=ddp"))
+    line = next(line for line in lines if line.startswith("python train.py -m launcher=slurm trainer.acc"))
     words = line.split("#")[0].split()
     assert words[:2] == ["python", "train.py"], line
-    shrink = {"trainer.num_nodes": "1", "trainer.devices": "2", "model": "vit_ti16"}
-    overrides = [
-        re.sub(r"=.*", f"={shrink[w.split('=')[0]]}", w) if w.split("=")[0] in shrink else w
-        for w in words[2:]
-    ]
-    return [*overrides, *TINY_RUN]  # the line's own options win over the tiny run's config
+    return [*words[2:], *TINY_RUN, "model.depth=1", "data.num_workers=null"]
 
 
 @pytest.fixture
@@ -194,8 +195,10 @@ def test_a_warning_submitit_repeats_on_every_poll_is_said_once(sinfo_prints, cap
 
 @pytest.fixture(scope="module")
 def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
-    """Runs the README's SLURM command on the local cluster (2 jobs, each DDP over 2 CPU tasks); job 0
-    gets ``scancel --signal=USR2`` in its second epoch, as SLURM warns before a preemption."""
+    """Runs the README's SLURM command for CPU nodes on the local cluster (2 jobs, each DDP over 2
+    CPU tasks that together ask the whole node, so they run one after the other); job 0 gets
+    ``scancel --signal=USR2`` in its second epoch, as SLURM warns before a preemption: every process
+    of the job, its loader workers too (with ``num_workers=0`` there were none to get it)."""
     tmp = tmp_path_factory.mktemp("slurm_sweep")
     env = {
         **os.environ,  # with pytest's own WANDB_SERVICE, as from a notebook: each job starts its own
@@ -209,7 +212,6 @@ def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
         sys.executable,
         str(ROOT / "train.py"),
         *readme_slurm_command(),
-        "trainer.accelerator=cpu",
         "data.train_size=96",  # 3 steps per epoch on each of 2 ranks
         "data.test_size=17",  # odd: a padded duplicate test image would show
         "trainer.max_epochs=2",
@@ -221,25 +223,26 @@ def preempted_sweep(slurm_cluster, tmp_path_factory) -> Path:
     ]
     log = open(tmp / "sweep.log", "w")  # noqa: SIM115
     sweep = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    signalled = False
     try:
-        markers = [tmp / "logs" / "train" / "multiruns" / "*" / job / "paused" for job in ("0", "1")]
         deadline = time.monotonic() + 900  # generous: a loaded 2-core machine is slow
-        while not all(list(tmp.glob(str(m.relative_to(tmp)))) for m in markers):
-            assert sweep.poll() is None and time.monotonic() < deadline, (tmp / "sweep.log").read_text()[
-                -3000:
-            ]
+        while sweep.poll() is None:
+            assert time.monotonic() < deadline, (tmp / "sweep.log").read_text()[-3000:]
+            for marker in tmp.glob("logs/train/multiruns/*/*/paused"):  # a job at step 4
+                if marker.parent.name == "0" and not signalled:
+                    sweep_dir = marker.parents[1]
+                    (job_0,) = [p.name for p in (sweep_dir / ".submitit").iterdir() if p.name.endswith("_0")]
+                    subprocess.run(["scancel", "--signal=USR2", job_0], env=slurm_cluster.env, check=True)
+                    time.sleep(2)  # let the signal land before rank 0 goes on
+                    signalled = True
+                marker.unlink()
             time.sleep(1)
-        (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
-        (job_0,) = [p.name for p in (sweep_dir / ".submitit").iterdir() if p.name.endswith("_0")]
-        subprocess.run(["scancel", "--signal=USR2", job_0], env=slurm_cluster.env, check=True)
-        time.sleep(2)  # let the signal land before rank 0 goes on
-        for job in ("0", "1"):
-            (sweep_dir / job / "paused").unlink()
-        assert sweep.wait(timeout=900) == 0, (tmp / "sweep.log").read_text()[-3000:]
+        assert sweep.returncode == 0 and signalled, (tmp / "sweep.log").read_text()[-3000:]
     finally:
         if sweep.poll() is None:
             sweep.kill()
             subprocess.run(["scancel", "--full", "--partition=debug"], env=slurm_cluster.env)
+    (sweep_dir,) = (tmp / "logs" / "train" / "multiruns").iterdir()
     return sweep_dir
 
 
@@ -248,12 +251,21 @@ def results(sweep_dir: Path, job: str) -> dict:
 
 
 @pytest.mark.slow
-def test_the_readme_slurm_command_runs_two_jobs_each_ddp_over_two_tasks(preempted_sweep):
+def test_the_readme_slurm_command_runs_two_jobs_each_ddp_over_two_tasks(preempted_sweep, slurm_cluster):
     summary = (preempted_sweep / "summary.md").read_text().splitlines()
     assert len(summary) == 2 + 2  # header, rule, one row per job
     assert sorted(p.parent.name for p in preempted_sweep.rglob("results.json")) == ["0", "1"]
     (script,) = (preempted_sweep / ".submitit").glob("*/*_submission.sh")  # one job array
     assert "--ntasks-per-node=2" in script.read_text() and "gpus" not in script.read_text()
+    # each task's share of the node (by sinfo), not 8: asked for more than the node has, the jobs
+    # would pend (Reason=PartitionConfig) while the sweep waited without a word
+    (cpus,) = map(int, re.findall(r"#SBATCH --cpus-per-task=(\d+)", script.read_text()))
+    node_cpus = int(
+        subprocess.run(
+            ["sinfo", "-h", "-o", "%c"], env=slurm_cluster.env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert cpus == node_cpus // 2 > 1  # 2 tasks; more than the tiny run's 0 workers + 1
     assert "export SLURM_KILL_BAD_EXIT=1" in script.read_text()  # one failed task ends the job
     for job in ("0", "1"):
         (job_folder,) = (preempted_sweep / ".submitit").glob(f"*_{job}")

@@ -7,7 +7,9 @@ replaces submitit's handler for that signal while fitting, because submitit's on
 from scratch (and gives up on time limits). At the next step boundary all ranks agree, write
 ``checkpoints/requeue.ckpt`` in the run folder, and rank 0 requeues the job. The requeued job runs
 the same config in the same run folder, which :func:`requeued_run` tells train.py to continue, as
-``ckpt_path=<run folder>`` would.
+``ckpt_path=<run folder>`` would. SLURM signals every process of the job's tasks: the data-loader
+workers ignore the signal (``vitlab.data.datamodule.WARNING_SIGNALS``), or they would die of it or run
+submitit's handler, inherited from the training process, and requeue the job from scratch.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import lightning as L
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from vitlab.data.datamodule import WARNING_SIGNALS
 from vitlab.errors import ConfigError
+from vitlab.loggers import finish_wandb
 from vitlab.runs import CallbackError
 
 log = logging.getLogger(__name__)
@@ -201,8 +205,11 @@ class RequeueOnSignal(L.Callback):
     def __init__(
         self, signal_name: str = "USR2", check_every_n_steps: int = 10, max_requeues: int = 10
     ) -> None:
-        if not hasattr(signal, f"SIG{signal_name}"):
-            raise ValueError(f"signal_name={signal_name}: not a signal; use USR1, USR2 or TERM.")
+        if signal_name not in WARNING_SIGNALS:  # the signals the loader workers ignore
+            raise ValueError(
+                f"signal_name={signal_name}: use {' or '.join(WARNING_SIGNALS)}, which the data-loader "
+                "workers ignore (SLURM signals them too)."
+            )
         if check_every_n_steps < 1:
             raise ValueError(f"check_every_n_steps={check_every_n_steps}: must be at least 1.")
         self.signum = getattr(signal, f"SIG{signal_name}")
@@ -256,6 +263,13 @@ class RequeueOnSignal(L.Callback):
             return
         for logger in trainer.loggers:
             logger.save()  # the metrics so far, which the resumed run keeps
+        # Once requeued, SLURM ends every process of the job: W&B's service and the loader workers
+        # too. So W&B is finished now, and the workers' end is no failure (torch would raise it from
+        # SIGCHLD, and the job would end with an error instead of exiting for its requeued run);
+        # then every rank waits until all are done before rank 0 requeues.
+        finish_wandb()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        trainer.strategy.barrier("requeue_on_signal")
         if trainer.is_global_zero:
             log.warning("job %s signalled: checkpoint %s written, requeueing", self._job_id(), path)
             subprocess.run(["scontrol", "requeue", str(self._job_id())], check=True)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import random
+import signal
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import nn
 
 from vitlab.data import ImageFolderDataModule, SyntheticDataModule, UnreadableImageError
-from vitlab.data.datamodule import build_datamodule
+from vitlab.data.datamodule import WARNING_SIGNALS, build_datamodule, init_worker
 from vitlab.errors import ConfigError, DataError, MissingFileError
 from vitlab.models.preprocessing import FROM_SCRATCH
 
@@ -292,3 +298,47 @@ def test_configs_instantiate_with_the_models_image_size(tmp_path, config):
         assert dm.root.parent == tmp_path
         assert (dm.url is None) == (config == "imagefolder")
         assert (dm.sha256 is None) == (config == "imagefolder")
+
+
+@pytest.mark.parametrize("name", WARNING_SIGNALS)
+def test_a_loader_worker_lives_through_slurms_warning_signal(name):
+    # SLURM warns every process of a job, the loader workers too; a worker that died of it (or ran
+    # submitit's handler, inherited from the training process, which requeues the job from scratch)
+    # would end the run before the training process could checkpoint it.
+    dm = SyntheticDataModule(preprocessing=FROM_SCRATCH,
+        num_classes=2, image_size=8, batch_size=2, num_workers=1, train_size=32, val_size=2, test_size=2,
+    )  # fmt: skip
+    dm.setup()
+    before = set(multiprocessing.active_children())
+    batches = iter(dm.train_dataloader())
+    next(batches)
+    (worker,) = set(multiprocessing.active_children()) - before
+    os.kill(worker.pid, getattr(signal, f"SIG{name}"))
+    time.sleep(0.5)  # time for the signal to land (and, unhandled, for the training process to hear)
+    assert len(list(batches)) == 15 and worker.is_alive()  # most batches asked for after the signal
+
+
+def test_loader_workers_are_seeded_as_lightning_seeds_them(monkeypatch):
+    # Lightning seeds the workers (seed_everything(workers=True)) only of loaders without a
+    # worker_init_fn: the datamodule's keeps that seeding.
+    loader = SyntheticDataModule(preprocessing=FROM_SCRATCH, num_workers=1, image_size=8)
+    loader.setup()
+    init = loader.train_dataloader().worker_init_fn
+    assert init is not None
+    previous = {name: signal.getsignal(getattr(signal, f"SIG{name}")) for name in WARNING_SIGNALS}
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    try:
+        draws = []
+        for seed_worker in (init, lambda worker_id: pl_worker_init_function(worker_id, rank=0)):
+            torch.manual_seed(7)
+            seed_worker(3)
+            draws.append((random.random(), torch.rand(1).item()))
+        assert draws[0] == draws[1]
+        monkeypatch.setenv("PL_SEED_WORKERS", "0")  # seed_everything without workers=True: no seeding
+        torch.manual_seed(7)
+        state = random.getstate()
+        init_worker(3)
+        assert random.getstate() == state and torch.initial_seed() == 7
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, f"SIG{name}"), handler)

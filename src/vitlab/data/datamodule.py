@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -48,6 +50,24 @@ def worker_start_method() -> str | None:
     method = multiprocessing.get_start_method(allow_none=True)
     platform_methods = multiprocessing.get_all_start_methods()  # the platform's default first
     return None if method in (None, *platform_methods) else platform_methods[0]
+
+
+WARNING_SIGNALS = ("USR1", "USR2")
+"""SLURM's warnings before it preempts a job or ends it at its time limit (submitit asks for USR2,
+Lightning's own requeue for USR1). SLURM sends them to every process of the job's tasks, the loader
+workers too, which ignore them: the training process acts on them (``vitlab.slurm.RequeueOnSignal``),
+and a worker would die of one (its default action) or run a handler inherited from the training
+process, such as submitit's, which requeues the job from scratch."""
+
+
+def init_worker(worker_id: int, rank: int = 0) -> None:
+    """Each loader worker's ``worker_init_fn``: ignores SLURM's warning signals and, after
+    ``seed_everything(workers=True)``, seeds itself as Lightning would (Lightning adds its own seeding
+    only to loaders without a ``worker_init_fn``)."""
+    for name in WARNING_SIGNALS:
+        signal.signal(getattr(signal, f"SIG{name}"), signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 def usable_cpus() -> int:
@@ -155,6 +175,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             multiprocessing_context=worker_start_method() if self.num_workers > 0 else None,
+            worker_init_fn=partial(init_worker, rank=rank) if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
         )
 

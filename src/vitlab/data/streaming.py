@@ -29,7 +29,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 from torchvision.transforms.v2 import functional as F
 
-from vitlab.data.datamodule import ImageDataModule, Samples
+from vitlab.data.datamodule import ImageDataModule, Samples, init_worker
 from vitlab.data.folder import load_image
 from vitlab.errors import MissingFileError
 
@@ -236,6 +236,9 @@ class StreamingDataModule(ImageDataModule):
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=partial(init_worker, rank=self.trainer.global_rank if self.trainer else 0)
+            if self.num_workers > 0
+            else None,
             pin_memory=self.pin_memory,
             # Evaluation sees every image once: no drop, even if the ranks then run uneven batches.
             drop_last=None if split == "train" else False,
