@@ -112,6 +112,14 @@ def disagreements(record: Record) -> list[str]:
     return found
 
 
+def named(records: list[Record], name: str, study: str) -> Record:
+    """The record ``docs/runs/<study>/<name>.json``; ValueError saying which script makes it."""
+    for record in records:
+        if record.name == name:
+            return record
+    raise ValueError(f"no record docs/runs/{study}/{name}.json: {STUDIES[study]} makes it")
+
+
 # --- formatting ------------------------------------------------------------------------------------
 
 
@@ -298,6 +306,20 @@ def table1_mini_table(records: list[Record]) -> str:
     return markdown_table(header, rows, "lrrrrrrrrrl")
 
 
+def preprocessing_table(records: list[Record]) -> str:
+    """The frozen recipe with the weights' statistics and with ImageNet's, and their paired difference."""
+    ours = named(records, "weights_statistics", "preprocessing")
+    imagenet = named(records, "imagenet_statistics", "preprocessing")
+    rows = [
+        [label, accuracy(r), interval(*bootstrap_interval(r.correct)), f"`{r.commit}`"]
+        for label, r in (("the weights' own (mean = std = 0.5)", ours), ("ImageNet's", imagenet))
+    ]
+    difference = float(ours.correct.mean() - imagenet.correct.mean())
+    paired = interval(*paired_bootstrap_interval(ours.correct, imagenet.correct))
+    rows.append(["difference (paired bootstrap)", f"{difference:+.3f}", paired, ""])
+    return markdown_table(["statistics", "test acc", "95 % interval", "commit"], rows, "lrrl")
+
+
 def record_accuracy(study: str, name: str) -> Callable[[], str]:
     def value() -> str:
         found = [r for r in load_records(study) if r.name == name]
@@ -315,7 +337,7 @@ DEPLOY_COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "
 
 def deploy_bench_table(records: list[Record]) -> str:
     """The CPU deployment benchmark (scripts/bench_deploy.py --record), with the machine's load."""
-    (record,) = [r for r in records if r.name == "bench_cpu"]
+    record = named(records, "bench_cpu", "deploy")
     results = record.results
     load = results["load_average"]
     return tables.markdown_table([*results["rows"], *results["course"]], DEPLOY_COLUMNS, "llrrrr") + (
@@ -329,7 +351,7 @@ def deploy_bench_table(records: list[Record]) -> str:
 
 
 def gpu_check_table(records: list[Record]) -> str:
-    (record,) = [r for r in records if r.name == "gpu_check_h100"]
+    record = named(records, "gpu_check_h100", "legacy")
     rows = [[c["check"], c["status"], c["result"], c["time"]] for c in record.results["checks"]]
     machine = record.provenance["machine"]["gpu"]
     return markdown_table(["check", "status", "result", "time"], rows, "lllr") + (
@@ -356,6 +378,7 @@ TABLES: dict[str, tuple[str, Callable[[list[Record]], str]]] = {  # table -> (it
     "gpu-check": ("legacy", gpu_check_table),
     "table1-mini": ("table1_mini", table1_mini_table),
     "deploy-bench": ("deploy", deploy_bench_table),
+    "preprocessing": ("preprocessing", preprocessing_table),
 }
 
 
