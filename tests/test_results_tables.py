@@ -5,27 +5,24 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "results_tables.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("results_tables", SCRIPT)
+def load_script(name: str = "results_tables"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_every_published_table_and_quoted_number_matches_its_records():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
+def test_every_published_table_and_quoted_number_matches_its_records(capsys):
+    assert load_script().main(["--check"]) == 0, capsys.readouterr().err
 
 
 @pytest.fixture
@@ -88,16 +85,12 @@ def test_a_record_whose_numbers_disagree_with_each_other_is_refused(copy_of_the_
     assert "the confusion matrix has" in error and "is not" in error
 
 
-def test_a_record_is_made_only_from_a_finished_run_with_provenance(tmp_path):
-    record_run = REPO / "scripts" / "record_run.py"
-    run = tmp_path / "run"
+def test_a_record_is_made_only_from_a_finished_run_with_provenance(tmp_path, capsys):
+    record_run = load_script("record_run")
+    run, record = tmp_path / "run", tmp_path / "r.json"
     run.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(record_run), str(run), str(tmp_path / "r.json")], capture_output=True, text=True
-    )
-    assert done.returncode == 1 and "not a finished run" in done.stderr
+    assert record_run.main([str(run), str(record)]) == 1
+    assert "not a finished run" in capsys.readouterr().err
     (run / "results.json").write_text(json.dumps({"metrics": {"test/acc": 1.0}}))
-    done = subprocess.run(
-        [sys.executable, str(record_run), str(run), str(tmp_path / "r.json")], capture_output=True, text=True
-    )
-    assert done.returncode == 1 and "has no provenance" in done.stderr and not (tmp_path / "r.json").exists()
+    assert record_run.main([str(run), str(record)]) == 1
+    assert "has no provenance" in capsys.readouterr().err and not record.exists()
