@@ -116,7 +116,7 @@ def test_frozen_backbone_keeps_pretrained_weights_and_trains_the_head(compose_co
 @pytest.mark.slow
 def test_vit_ti16_learns_synthetic_classes_to_90_percent(compose_config):
     cfg = compose_config(
-        "data.train_size=240", "data.val_size=60", "optimizer=adamw", "trainer.max_epochs=5", "test=false"
+        "data.train_size=240", "data.val_size=60", "optimizer=adamw", "trainer.max_epochs=3", "test=false"
     )
     results = train(cfg)
     assert results["metrics"]["val/acc_best"] >= 0.9
