@@ -44,6 +44,7 @@ def test_pretrained_weights_give_all_three_pictures(compose_config, make_image_f
     distances = torch.tensor(results["mean_attention_distance"])
     assert distances.shape == (12, 3)  # ViT-Ti's layers x heads
     assert json.loads((Path(cfg.paths.output_dir) / "results.json").read_text()) == results
+    assert results["provenance"]["versions"]["torch"] == torch.__version__  # where the figures came from
 
 
 def test_a_training_checkpoint_brings_its_model(compose_config, make_image_folder, tmp_path):

@@ -83,6 +83,7 @@ def test_entry_point_writes_the_table_of_a_random_backbone(compose_config, make_
     printed = capsys.readouterr().out
     results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert sorted(results["summary"]) == ["1", "5"] and len(results["per_seed"]["5"]) == 2
+    assert results["provenance"]["data"]["test"]["images"] > 0 and "command" in results["provenance"]
     for n, rows in table.items():
         mean = sum(accuracy for accuracy, _ in rows) / len(rows)
         assert results["summary"][str(n)]["mean"] == pytest.approx(mean)

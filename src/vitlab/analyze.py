@@ -19,6 +19,7 @@ from vitlab.data import load_image
 from vitlab.errors import ConfigError
 from vitlab.loggers import build_loggers
 from vitlab.predict import image_files
+from vitlab.provenance import Provenance, hydra_overrides
 from vitlab.viz.figure7 import (
     embedding_filter_components,
     mean_attention_distance,
@@ -56,6 +57,7 @@ def analyze(cfg: DictConfig) -> dict:
             "images=null: the attention distance is averaged over images; pass images=path/to/folder "
             "(or leave attention_distance out of figures)."
         )
+    provenance = Provenance(cfg.get("seed"), hydra_overrides())
     model, transform = load_inspected_model(cfg)
     device = resolve_device(cfg.device)
     model.to(device)
@@ -96,6 +98,7 @@ def analyze(cfg: DictConfig) -> dict:
         save("attention_distance", plot_attention_distance(distances, model.image_size))
         results |= {"num_images": len(files), "mean_attention_distance": distances.tolist()}
     results["pictures"] = {name: str(path) for name, path in pictures.items()}
+    results["provenance"] = provenance.record()
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     loggers = build_loggers(
         cfg.get("logger"),

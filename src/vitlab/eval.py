@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,7 +19,7 @@ from vitlab.errors import DataError
 from vitlab.loggers import build_loggers
 from vitlab.models.preprocessing import checkpoint_preprocessing
 from vitlab.per_image import TEST_PREDICTIONS, write_test_predictions
-from vitlab.provenance import Provenance, code_description
+from vitlab.provenance import Provenance, code_description, hydra_overrides
 from vitlab.stats import accuracy_interval_metrics
 from vitlab.training.module import ViTClassifier
 from vitlab.training.trainer import build_trainer
@@ -49,7 +48,7 @@ def evaluate(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, f
     """Test a checkpoint on the test split of its training data (or of ``data=``); prints and logs
     the metrics. ``overrides`` (default: Hydra's command line) decide what replaces the stored data."""
     if overrides is None:
-        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        overrides = hydra_overrides()
     provenance = Provenance(cfg.get("seed"), overrides)
     module = load_classifier(cfg.ckpt_path)
     data = data_config(cfg, module, OverridesParser.create().parse_overrides(overrides))

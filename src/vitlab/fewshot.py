@@ -33,6 +33,7 @@ from vitlab.data.transforms import Pipeline
 from vitlab.errors import ConfigError
 from vitlab.loggers import build_loggers
 from vitlab.models import VisionTransformer
+from vitlab.provenance import Provenance, files_fingerprint, hydra_overrides
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def _split(root: Path, split: str, class_names: Sequence[str]) -> tuple[list[Pat
 
 def fewshot(cfg: DictConfig) -> dict[int, list[tuple[float, float]]]:
     """The table for the configured backbone on ``root``'s train (shots) and test splits."""
+    provenance = Provenance(cfg.get("seed"), hydra_overrides())
     root = Path(cfg.root)
     class_names = list_classes(root / "train")
     if list_classes(root / "test") != class_names:
@@ -194,6 +196,12 @@ def fewshot(cfg: DictConfig) -> dict[int, list[tuple[float, float]]]:
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"root": str(root), "classes": class_names, "model": cfg.model.name, "ckpt_path": cfg.ckpt_path}
     results |= {"pretrained": cfg.model.pretrained, "per_seed": table, "summary": summary}
+    results["provenance"] = provenance.record(
+        {
+            "train": {"images": len(train_files), "fingerprint": files_fingerprint(train_files, root)},
+            "test": {"images": len(test_files), "fingerprint": files_fingerprint(test_files, root)},
+        }
+    )
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     log_table(cfg, summary)
     return table

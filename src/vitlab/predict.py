@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 from rich.table import Table
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -21,7 +20,7 @@ from vitlab.deploy import load_predictor, predictor_provenance
 from vitlab.errors import DataError, MissingFileError
 from vitlab.models.preprocessing import Preprocessing, checkpoint_preprocessing
 from vitlab.per_image import write_predictions
-from vitlab.provenance import Provenance, files_fingerprint
+from vitlab.provenance import Provenance, files_fingerprint, hydra_overrides
 from vitlab.training.module import ViTClassifier
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ def print_predictions(
 
 
 def predict(cfg: DictConfig) -> torch.Tensor:
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = hydra_overrides()
     provenance = Provenance(None, overrides)
     module = load_predictor(cfg.ckpt_path)  # a checkpoint, or an exported .onnx (ONNX Runtime)
     images = list(cfg.images) if isinstance(cfg.images, ListConfig) else str(cfg.images)

@@ -95,6 +95,13 @@ def command(overrides: Sequence[str] | None) -> dict[str, Any]:
     return {"command": shlex.join(sys.argv), "argv": list(sys.argv), "overrides": list(overrides or [])}
 
 
+def hydra_overrides() -> list[str]:
+    """The command line's Hydra overrides (none when called outside a Hydra command)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def files_fingerprint(files: Iterable[Path], root: Path | None = None) -> str:
     """SHA-256 of the sorted ``(name relative to root, size)`` of a split's files: the same images
     give the same fingerprint on any machine, and a file added, removed or changed in size does not."""

@@ -32,7 +32,7 @@ from vitlab.models.cost import variant_cost
 from vitlab.models.preprocessing import Preprocessing, resolve_preprocessing
 from vitlab.models.variants import ModelConfig
 from vitlab.per_image import TEST_PREDICTIONS, write_test_predictions
-from vitlab.provenance import Provenance, code_description
+from vitlab.provenance import Provenance, code_description, hydra_overrides
 from vitlab.slurm import fresh_main_port_after_requeue, requeued_run
 from vitlab.stats import accuracy_interval_metrics
 from vitlab.training.callbacks import ProvenanceInCheckpoints
@@ -41,10 +41,6 @@ from vitlab.training.mpp import MaskedPatchPrediction
 from vitlab.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
-
-
-def _hydra_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _sweep_group() -> str | None:
@@ -91,7 +87,7 @@ def ranking_search() -> bool:
 def hold_out_for_search(cfg: DictConfig) -> None:
     """A search ranks its trials on validation; with ``data.val_fraction=0`` (the course's default)
     that is the test split, so a search holds out part of train instead, unless the user set it."""
-    given = {o.split("=", 1)[0].lstrip("+~") for o in _hydra_overrides()}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hydra_overrides()}
     if not ranking_search() or cfg.data.get("val_fraction") != 0 or "data.val_fraction" in given:
         return
     cfg.data.val_fraction = SEARCH_VAL_FRACTION
@@ -247,7 +243,7 @@ def train(
         resolved_config = output_dir / "config_resolved.yaml"
         print_tree(cfg, save_to=None if ckpt_path else resolved_config)
         L.seed_everything(cfg.seed, workers=True)
-        overrides = _hydra_overrides() if overrides is None else overrides
+        overrides = hydra_overrides() if overrides is None else overrides
         provenance = Provenance(cfg.seed, overrides, **_continued_from(ckpt_path))
 
         datamodule = build_datamodule(cfg.data, preprocessing, **share_cpus(cfg.data))
@@ -409,7 +405,7 @@ def continue_run(cfg: DictConfig) -> tuple[DictConfig, list[str] | None] | None:
             cfg.ckpt_path = str(checkpoint)
         return cfg, None
     earlier = list(OmegaConf.load(run_dir / runs.HYDRA_OVERRIDES))
-    given = [o for o in _hydra_overrides() if o.split("=", 1)[0] != "ckpt_path"]
+    given = [o for o in hydra_overrides() if o.split("=", 1)[0] != "ckpt_path"]
     overrides = _merge_overrides(earlier, given)
     restored = compose(
         config_name=HydraConfig.get().job.config_name,
