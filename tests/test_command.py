@@ -4,6 +4,7 @@ exactly what the command created and ends in one line, a finished run is never c
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -134,3 +135,16 @@ def test_eval_on_data_with_other_classes_is_one_line(run_command, tmp_path, fini
     )
     assert code.startswith("error: the checkpoint's classes") and "differ from the data's" in code
     assert "\n" not in code and not any((tmp_path / "logs" / "eval" / "runs").iterdir())
+
+
+def test_a_command_run_in_process_stops_logging_into_the_folder_it_removed(run_command, tmp_path):
+    logs = tmp_path / "logs"
+    code = run_command(train_main, *TINY_RUN, "ckpt_path=last", f"paths.log_dir={logs}")
+    assert str(code).startswith("error: ckpt_path=last: no interrupted run")
+    assert not list((logs / "train" / "runs").glob("*"))  # its folder went
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]
+    handlers = [
+        h for lg in loggers for h in getattr(lg, "handlers", []) if isinstance(h, logging.FileHandler)
+    ]
+    assert not [h.baseFilename for h in handlers if Path(h.baseFilename).is_relative_to(logs)]
+    logging.getLogger("after").warning("a later line logged in this process")  # must not reopen train.log

@@ -140,9 +140,18 @@ def user_errors_exit(show_tracebacks: bool = False) -> Iterator[None]:
 
 
 def _remove_created(only: Path | None = None) -> None:
-    """After a failure: remove (and say so) the folders this command created that hold nothing to keep."""
+    """After a failure: remove (and say so) the folders this command created that hold nothing to keep,
+    and stop logging into them (Hydra's job log handler would reopen a removed file at the next line
+    logged in this process: a command run in process, as tests and notebooks do)."""
     for removed in runs.remove_created(only):
         log.info("removed %s, which this command created and which holds nothing to keep", removed)
+        for logger in (logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)):
+            for handler in list(getattr(logger, "handlers", [])):
+                if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(
+                    removed
+                ):
+                    logger.removeHandler(handler)
+                    handler.close()
 
 
 _FULL_ERROR, _OURS = "HYDRA_FULL_ERROR", "VITLAB_SET_HYDRA_FULL_ERROR"
