@@ -35,7 +35,7 @@ from vitlab.deploy import require
 from vitlab.deploy.onnx import OnnxClassifier, export_onnx, metadata, quantize_dynamic
 from vitlab.export import accuracy, batched, labelled_images
 from vitlab.models.preprocessing import checkpoint_preprocessing
-from vitlab.provenance import Provenance
+from vitlab.provenance import Provenance, publishable
 from vitlab.tables import markdown_table
 
 COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "preprocessing (s)"]
@@ -168,7 +168,9 @@ def main() -> None:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         results = {"rows": rows, "course": COURSE, "load_average": load, "threads": args.threads}
         results["provenance"] = provenance.record()
-        args.record.write_text(json.dumps({"results": results, "test_predictions": None}, indent=1) + "\n")
+        roots = {f"<run {i}>": ckpt.resolve().parents[1] for i, ckpt in enumerate(args.ckpt)}
+        record = publishable({"results": results, "test_predictions": None}, roots)
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
         print(f"recorded {args.record}")
 
 

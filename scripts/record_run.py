@@ -5,7 +5,8 @@ weights) and its per-image test predictions, as one JSON file that scripts/resul
 
 Records are made only by this script, never typed: a run without provenance (made before it was
 recorded) is refused, and one whose code had uncommitted changes is recorded with a warning, as the
-tables made from it will say.
+tables made from it will say. Machine-specific folders become placeholders (``<runs>``, ``<repo>``,
+``<data>``: ``provenance.usual_roots``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from vitlab.per_image import TEST_PREDICTIONS, read_predictions
+from vitlab.provenance import publishable, usual_roots
 from vitlab.runs import RESULTS
 
 
@@ -30,10 +32,11 @@ def make_record(run_dir: Path) -> dict:
     ):
         raise ValueError(f"{results_file} has no provenance: re-run it with this version of vitlab.")
     predictions = run_dir / TEST_PREDICTIONS
-    return {
+    record = {
         "results": results,
         "test_predictions": read_predictions(predictions) if predictions.is_file() else None,
     }
+    return publishable(record, usual_roots(run_dir, results["provenance"].get("argv", [])))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,3 +154,18 @@ def test_train_eval_and_predict_record_their_provenance_and_per_image_prediction
     assert predicted["provenance"]["data"]["images"]["fingerprint"] == provenance.files_fingerprint(
         sorted(images.iterdir())
     )
+
+
+def test_a_published_record_names_placeholders_not_this_machines_folders(tmp_path):
+    runs, repo = tmp_path / "runs", tmp_path / "checkout"
+    argv = [
+        str(repo / "train.py"),
+        f"hydra.run.dir={runs / 'a'}",
+        f"model.pretrained_file={tmp_path / 'w.pth'}",
+    ]
+    roots = provenance.usual_roots(runs / "a", argv)
+    record = provenance.publishable({"argv": argv, "n": 3}, roots)
+    assert record == {
+        "argv": ["<repo>/train.py", "hydra.run.dir=<runs>/a", f"model.pretrained_file={tmp_path}/w.pth"],
+        "n": 3,
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
@@ -144,3 +145,23 @@ def code_description(provenance: Mapping[str, Any] | None) -> str:
         return f"vitlab {provenance.get('package_version', '?')}"
     dirty = " with uncommitted changes" if provenance.get("git_dirty") else ""
     return f"commit {provenance['git_commit'][:10]}{dirty}"
+
+
+def publishable(record: Mapping[str, Any], roots: Mapping[str, str | Path]) -> dict[str, Any]:
+    """``record`` with each machine-specific folder in ``roots`` (e.g. ``{"<runs>": "/scratch/runs"}``)
+    written as its placeholder, so that a published record names no one's own paths."""
+    text = json.dumps(record)
+    for placeholder, folder in sorted(roots.items(), key=lambda item: -len(str(item[1]))):
+        text = text.replace(str(Path(folder).resolve()), placeholder)
+    return json.loads(text)
+
+
+def usual_roots(run_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
+    """The folders a record of a run in ``run_dir`` names: the runs folder holding it, the checkout
+    whose ``train.py`` ran, and ``$VITLAB_DATA_DIR``."""
+    roots = {"<runs>": run_dir.resolve().parent}
+    if argv and Path(argv[0]).name == "train.py":
+        roots["<repo>"] = Path(argv[0]).resolve().parent
+    if os.environ.get("VITLAB_DATA_DIR"):
+        roots["<data>"] = Path(os.environ["VITLAB_DATA_DIR"])
+    return roots
