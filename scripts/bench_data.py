@@ -27,12 +27,11 @@ import torch
 from hydra import compose
 from torch.utils.data import DataLoader
 
-from vitlab.bench import StepSpec, interleaved, time_steps
+from vitlab.bench import StepSpec, TableReport, interleaved, time_steps
 from vitlab.cli.command import initialize_configs
 from vitlab.data import ImageDataModule, ImageFolderDataModule, SyntheticDataModule
 from vitlab.data.transforms import TRAIN_PRESETS
 from vitlab.models.preprocessing import FROM_SCRATCH
-from vitlab.tables import markdown_table
 
 COLUMNS = ["what", "images/s", "x model", "notes"]
 
@@ -121,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: images per CPU-second of one loader worker, and the workers a GPU training at "
         "GPU_RATE images/s needs (an H100 trains ViT-B/16 in bf16 at about 3000)",
     )
+    parser.add_argument(
+        "--record", type=Path, help="also write the table with its provenance here (docs/runs/<study>/...)"
+    )
     args = parser.parse_args(argv)
+    report = TableReport(args.record, argv)
 
     root = args.data_root or default_data_root()
     common = {
@@ -138,14 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.streaming_dir is not None:
         modules.update(streaming_loaders(args.streaming_dir, common))
     if args.per_worker is not None:
-        print(f"data: {source}; {args.image_size} px, train_transform={args.train_transform}, one thread")
+        setting = f"data: {source}; {args.image_size} px, train_transform={args.train_transform}, one thread"
         rows = []
         for label, dm in modules.items():
             rate = per_worker_rate(dm)
             rows.append(
                 {"what": label, "images per CPU-s": rate, "workers": math.ceil(args.per_worker / rate)}
             )
-        print(markdown_table(rows, ["what", "images per CPU-s", "workers"]), end="")
+        report(setting, rows, ["what", "images per CPU-s", "workers"])
         return
     rows = loader_rows(modules, args.epochs)
 
@@ -164,10 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         row["x model"] = row["images/s"] / model_rate
 
-    print(
-        f"data: {source}; {args.image_size} px, batch {args.batch_size}, train_transform={args.train_transform}"
-    )
-    print(markdown_table(rows, COLUMNS), end="")
+    setting = f"data: {source}; {args.image_size} px, batch {args.batch_size}, train_transform={args.train_transform}"
+    report(setting, rows, COLUMNS)
 
 
 if __name__ == "__main__":

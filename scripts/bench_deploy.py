@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from vitlab.deploy import require
 from vitlab.deploy.onnx import OnnxClassifier, export_onnx, metadata, quantize_dynamic
 from vitlab.export import accuracy, batched, labelled_images
 from vitlab.models.preprocessing import checkpoint_preprocessing
-from vitlab.provenance import Provenance, publishable
+from vitlab.provenance import Provenance, write_record
 from vitlab.tables import markdown_table
 
 COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "preprocessing (s)"]
@@ -165,12 +164,10 @@ def main() -> None:
         load["after"] = [round(x, 2) for x in os.getloadavg()]
     print(markdown_table([*rows, *COURSE], COLUMNS), end="")
     if args.record is not None:  # a run record for scripts/results_tables.py
-        args.record.parent.mkdir(parents=True, exist_ok=True)
         results = {"rows": rows, "course": COURSE, "load_average": load, "threads": args.threads}
         results["provenance"] = provenance.record()
         roots = {f"<run {i}>": ckpt.resolve().parents[1] for i, ckpt in enumerate(args.ckpt)}
-        record = publishable({"results": results, "test_predictions": None}, roots)
-        args.record.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.record, results, roots=roots)
         print(f"recorded {args.record}")
 
 

@@ -5,6 +5,7 @@ with the paper's Table 1 beside ours. Prints a markdown table.
     python scripts/profile_variants.py                          # 224 px, CPU: times Ti/16, S/16, B/32
     python scripts/profile_variants.py --device cuda --batch-size 64 --measure
     python scripts/profile_variants.py --variants vit_b16 vit_l16 --image-size 384 --skip-measure
+    python scripts/profile_variants.py --record docs/runs/paper_fidelity/variant_profile.json
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from vitlab.bench import StepSpec, peak_memory, time_steps
+from vitlab.bench import StepSpec, TableReport, peak_memory, time_steps
 from vitlab.models import available_models
 from vitlab.models.cost import variant_cost
 from vitlab.models.variants import MODEL_SIZES, resolve_variant
-from vitlab.tables import markdown_table
 
 # The paper's Table 1, to print beside our registry (which is the one the code uses).
 PAPER_TABLE_1: dict[str, tuple[str, tuple[int, int, int, int], str]] = {
@@ -135,7 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         help="time variants of at most this many GMACs per image (default: all on an accelerator, "
         f"up to {CPU_MEASURE_LIMIT_GMACS:g} on a CPU); the others show '-'",
     )
+    parser.add_argument(
+        "--record", type=Path, help="also write the rows with their provenance here (docs/runs/<study>/...)"
+    )
     args = parser.parse_args(argv)
+    report = TableReport(args.record, argv)
 
     if args.measure:
         limit = math.inf
@@ -156,12 +161,12 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup,
     )
     timed = "all" if limit == math.inf else "none" if limit == 0 else f"those up to {limit:g} GMACs"
-    print(
+    setting = (
         f"image size {args.image_size} px, {args.num_classes} classes; timed on {args.device} "
         f"(batch {args.batch_size}, fp32, {torch.get_num_threads()} threads, median of {args.steps} "
         f"steps): {timed}"
     )
-    print(markdown_table(rows, COLUMNS), end="")
+    report(setting, rows, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 
 from vitlab.per_image import TEST_PREDICTIONS, read_predictions
-from vitlab.provenance import publishable, usual_roots
+from vitlab.provenance import usual_roots, write_record
 from vitlab.runs import RESULTS
 
 
-def make_record(run_dir: Path) -> dict:
-    """The record of the run in ``run_dir``; ValueError naming what is missing."""
+def read_run(run_dir: Path) -> tuple[dict, list[dict] | None]:
+    """The results (with provenance) and per-image test predictions of the run in ``run_dir``;
+    ValueError naming what is missing."""
     results_file = run_dir / RESULTS
     if not results_file.is_file():
         raise ValueError(f"{run_dir} holds no {RESULTS}: not a finished run (or a debug run).")
@@ -32,11 +33,7 @@ def make_record(run_dir: Path) -> dict:
     ):
         raise ValueError(f"{results_file} has no provenance: re-run it with this version of vitlab.")
     predictions = run_dir / TEST_PREDICTIONS
-    record = {
-        "results": results,
-        "test_predictions": read_predictions(predictions) if predictions.is_file() else None,
-    }
-    return publishable(record, usual_roots(run_dir, results["provenance"].get("argv", [])))
+    return results, read_predictions(predictions) if predictions.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,15 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("record", type=Path, help="where the record goes: docs/runs/<study>/<name>.json")
     args = parser.parse_args(argv)
     try:
-        record = make_record(args.run_dir)
+        results, predictions = read_run(args.run_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    provenance = record["results"]["provenance"]
-    if provenance.get("git_dirty"):
+    if results["provenance"].get("git_dirty"):
         print(f"warning: {args.run_dir} ran with uncommitted changes; its record says so", file=sys.stderr)
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=1) + "\n")
+    roots = usual_roots(args.run_dir, results["provenance"].get("argv", []))
+    write_record(args.record, results, predictions, roots)
     print(f"recorded {args.run_dir} -> {args.record}")
     return 0
 

@@ -330,6 +330,77 @@ def record_accuracy(study: str, name: str) -> Callable[[], str]:
     return value
 
 
+# --- paper fidelity: the variant profile, Figure 7, few-shot ---------------------------------------
+
+PAPER_FIDELITY_COMMAND = "VITLAB_DATA_DIR=../shared/data scripts/study_paper_fidelity.sh"
+FIGURE7_MODELS = {  # record -> what the table calls its model
+    "figure7_pretrained": "pretrained ViT-Ti/16",
+    "figure7_random": "ViT-Ti/16, random initialisation",
+    "figure7_small_data_v2": "small-data v2 seed 3 (ViT-Ti/8 depth 6, 80 px)",
+}
+
+
+def recorded_table(study: str, name: str) -> Callable[[list[Record]], str]:
+    """A benchmark's own table as its record holds it (``vitlab.bench.TableReport``), with its setting,
+    machine, load and commit."""
+
+    def maker(records: list[Record]) -> str:
+        record = named(records, name, study)
+        results, machine = record.results, record.provenance["machine"]
+        load = results["load_average"]
+        return tables.markdown_table(results["rows"], results["columns"]) + (
+            f"\n{results['setting']}; {machine['cpu']} ({machine['cpu_cores']} cores), load average "
+            f"{load['before'][0]} before, {load['after'][0]} after; commit `{record.commit}`.\n"
+        )
+
+    return maker
+
+
+def attention_distance_table(records: list[Record]) -> str:
+    """Per layer, the smallest, mean and largest of the heads' mean attention distances (pixels)."""
+    found = {r.name: r for r in records if r.name in FIGURE7_MODELS}
+    missing = [name for name in FIGURE7_MODELS if name not in found]
+    if missing:
+        raise ValueError(
+            f"no record docs/runs/paper_fidelity/{missing[0]}.json: {PAPER_FIDELITY_COMMAND} makes it"
+        )
+    distances = {name: r.results["mean_attention_distance"] for name, r in found.items()}
+    depth = max(len(layers) for layers in distances.values())
+    rows = []
+    for layer in range(depth):
+        row = [layer + 1]
+        for name in FIGURE7_MODELS:
+            heads = distances[name][layer] if layer < len(distances[name]) else None
+            row.append(
+                "-"
+                if heads is None
+                else f"{min(heads):.0f} / {statistics.mean(heads):.0f} / {max(heads):.0f}"
+            )
+        rows.append(row)
+    images = {r.results["num_images"] for r in found.values()}
+    commits = sorted({f"`{r.commit}`" for r in found.values()})
+    return markdown_table(["layer", *FIGURE7_MODELS.values()], rows, "r" + "r" * len(FIGURE7_MODELS)) + (
+        f"\nPixels, smallest / mean / largest over the heads; {', '.join(map(str, images))} images; "
+        f"commit {', '.join(commits)}.\n"
+    )
+
+
+def fewshot_table(records: list[Record]) -> str:
+    """Few-shot linear accuracy per images per class: mean (min - max) over the draws."""
+    pretrained = named(records, "fewshot_pretrained", "paper_fidelity")
+    random = named(records, "fewshot_random", "paper_fidelity")
+    rows = []
+    for shots in pretrained.results["summary"]:
+        cells = [shots]
+        for record in (pretrained, random):
+            cell = record.results["summary"][shots]
+            cells.append(f"{cell['mean']:.3f} ({cell['min']:.3f} - {cell['max']:.3f})")
+        rows.append(cells)
+    commits = sorted({f"`{r.commit}`" for r in (pretrained, random)})
+    header = ["images per class", "pretrained ViT-Ti/16", "ViT-Ti/16, random initialisation"]
+    return markdown_table(header, rows, "rrr") + f"\ncommit {', '.join(commits)}.\n"
+
+
 # --- deployment -----------------------------------------------------------------------------------
 
 DEPLOY_COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "preprocessing (s)"]
@@ -368,6 +439,8 @@ STUDIES: dict[str, str] = {  # study -> the command that re-makes its records
     "deploy": "python scripts/bench_deploy.py --ckpt <transfer_frozen_seed0>/last.ckpt --ckpt "
     "<small_data_v2_seed1>/last.ckpt --record docs/runs/deploy/bench_cpu.json",
     "preprocessing": "scripts/study_preprocessing.sh",
+    "paper_fidelity": PAPER_FIDELITY_COMMAND,
+    "data_pipeline": "VITLAB_DATA_DIR=../shared/data scripts/study_data_pipeline.sh",
 }
 TABLES: dict[str, tuple[str, Callable[[list[Record]], str]]] = {  # table -> (its study, its maker)
     "seeds-runs": ("seeds", seeds_runs_table),
@@ -379,6 +452,11 @@ TABLES: dict[str, tuple[str, Callable[[list[Record]], str]]] = {  # table -> (it
     "table1-mini": ("table1_mini", table1_mini_table),
     "deploy-bench": ("deploy", deploy_bench_table),
     "preprocessing": ("preprocessing", preprocessing_table),
+    "variant-profile": ("paper_fidelity", recorded_table("paper_fidelity", "variant_profile")),
+    "data-rates": ("data_pipeline", recorded_table("data_pipeline", "rates")),
+    "data-per-worker": ("data_pipeline", recorded_table("data_pipeline", "per_worker")),
+    "attention-distance": ("paper_fidelity", attention_distance_table),
+    "fewshot": ("paper_fidelity", fewshot_table),
 }
 
 

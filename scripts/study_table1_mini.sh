@@ -19,4 +19,6 @@ for job in "$runs"/*/; do
   model="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"])' "$job/results.json")"
   python "$repo/scripts/record_run.py" "$job" "$repo/docs/runs/table1_mini/$model.json"
 done
+# the sweep summary's picture of these runs, shown beside the table
+[ -f "$runs/accuracy_vs_gmacs.png" ] && cp "$runs/accuracy_vs_gmacs.png" "$repo/docs/results/table1_mini_accuracy_vs_gmacs.png"
 python "$repo/scripts/results_tables.py"

@@ -3,6 +3,7 @@ it. No wall-clock speed is asserted: only what is timed, in which order, and how
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 import time
@@ -151,10 +152,18 @@ def test_profile_lists_every_registered_variant_beside_table_1_without_timing_by
     assert hybrid["paper model"] == "ViT-Base" and hybrid["paper params"] is None  # plus a ResNet stem
 
 
-def test_profile_cli_prints_the_markdown_table(capsys):
+def test_profile_cli_prints_the_markdown_table_and_records_it_with_provenance(capsys, tmp_path):
     profile = script("profile_variants.py")
-    profile["main"](["--variants", "vit_b16", "vit_l32", "--skip-measure"])
+    record = tmp_path / "runs" / "profile.json"
+    profile["main"](["--variants", "vit_b16", "vit_l32", "--skip-measure", "--record", str(record)])
     rows = table_rows(capsys.readouterr().out)
+    results = json.loads(record.read_text())["results"]
+    assert [row["variant"] for row in results["rows"]] == ["vit_b16", "vit_l32"]
+    assert results["rows"][0]["params"] == 86_567_656 and results["columns"] == profile["COLUMNS"]
+    assert (
+        len(results["provenance"]["git_commit"]) == 40
+        and "--skip-measure" in results["provenance"]["overrides"]
+    )
     assert list(rows[0]) == profile["COLUMNS"]
     assert [rows[0][c] for c in ("variant", "layers", "D", "patch", "params", "GMACs", "train img/s")] == [
         "vit_b16",

@@ -169,3 +169,10 @@ def test_a_published_record_names_placeholders_not_this_machines_folders(tmp_pat
         "argv": ["<repo>/train.py", "hydra.run.dir=<runs>/a", f"model.pretrained_file={tmp_path}/w.pth"],
         "n": 3,
     }
+
+
+def test_a_record_of_a_vitlab_command_names_the_checkout_that_holds_the_package_as_repo(tmp_path):
+    checkout = Path(provenance.__file__).resolve().parents[2]
+    argv = [str(checkout / "src" / "vitlab" / "analyze.py"), f"hydra.run.dir={tmp_path / 'runs' / 'a'}"]
+    record = provenance.publishable({"argv": argv}, provenance.usual_roots(tmp_path / "runs" / "a", argv))
+    assert record == {"argv": ["<repo>/src/vitlab/analyze.py", "hydra.run.dir=<runs>/a"]}

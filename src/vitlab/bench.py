@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -23,7 +24,7 @@ from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_st
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import lightning as L
 import torch
@@ -37,6 +38,8 @@ from vitlab.cli.command import initialize_configs
 from vitlab.data.datamodule import build_datamodule
 from vitlab.errors import ConfigError
 from vitlab.models import create_model
+from vitlab.provenance import Provenance, write_record
+from vitlab.tables import markdown_table
 from vitlab.train import build_module, resolve_run_preprocessing, train
 
 # A run returns None to have its whole call timed, or the seconds of the part it timed itself (one
@@ -467,3 +470,23 @@ def framework_epochs(
     if any(s != settings[0] for s in settings):
         raise RuntimeError(f"the Lightning runs used different trainer settings: {settings}")
     return timings, settings[0]
+
+
+class TableReport:
+    """A benchmark's table, printed, and with a record path also written as a run record (with the
+    command's provenance and the machine's load before and after: a loaded machine reads slower)."""
+
+    def __init__(self, record: Path | None, argv: Sequence[str] | None) -> None:
+        self.record = record
+        self.provenance = Provenance(None, sys.argv[1:] if argv is None else argv)
+        self.load_before = [round(x, 2) for x in os.getloadavg()]
+
+    def __call__(self, setting: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+        print(setting)
+        print(markdown_table(rows, columns), end="")
+        if self.record is not None:
+            load = {"before": self.load_before, "after": [round(x, 2) for x in os.getloadavg()]}
+            results = {"setting": setting, "columns": columns, "rows": rows, "load_average": load}
+            results["provenance"] = self.provenance.record()
+            write_record(self.record, results)
+            print(f"recorded {self.record}")

@@ -156,12 +156,30 @@ def publishable(record: Mapping[str, Any], roots: Mapping[str, str | Path]) -> d
     return json.loads(text)
 
 
+def write_record(
+    path: Path,
+    results: Mapping[str, Any],
+    test_predictions: list[dict[str, Any]] | None = None,
+    roots: Mapping[str, str | Path] | None = None,
+) -> None:
+    """Write a run record (``docs/runs/<study>/<name>.json``, read by scripts/results_tables.py):
+    ``results`` with its provenance, plus per-image test predictions where there are some, with the
+    folders in ``roots`` written as placeholders (``publishable``)."""
+    record = publishable({"results": results, "test_predictions": test_predictions}, roots or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def usual_roots(run_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
     """The folders a record of a run in ``run_dir`` names: the runs folder holding it, the checkout
-    whose ``train.py`` ran, and ``$VITLAB_DATA_DIR``."""
+    whose ``train.py`` ran (or that holds this package: ``vitlab-<command>`` and ``python -m`` name
+    files in it), and ``$VITLAB_DATA_DIR``."""
     roots = {"<runs>": run_dir.resolve().parent}
+    checkout = Path(__file__).resolve().parents[2]  # src/vitlab/provenance.py in a checkout
     if argv and Path(argv[0]).name == "train.py":
         roots["<repo>"] = Path(argv[0]).resolve().parent
+    elif (checkout / "pyproject.toml").is_file():
+        roots["<repo>"] = checkout
     if os.environ.get("VITLAB_DATA_DIR"):
         roots["<data>"] = Path(os.environ["VITLAB_DATA_DIR"])
     return roots

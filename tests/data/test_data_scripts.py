@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 import runpy
 from pathlib import Path
@@ -94,3 +96,16 @@ def test_bench_data_prints_loader_and_model_rates(tmp_path, capsys):
     rates = re.findall(r"^\| (.+?) \| ([\d,.]+) \|", printed, flags=re.MULTILINE)
     assert [label.split(" (")[0] for label, _ in rates] == ["loader, synthetic", "vit_ti16 training step"]
     assert all(float(rate.replace(",", "")) > 0 for _, rate in rates)
+
+    record = tmp_path / "runs" / "bench.json"
+    bench([*args, "--per-worker", "3000", "--record", str(record)])
+    results = json.loads(record.read_text())["results"]
+    assert results["columns"] == ["what", "images per CPU-s", "workers"]
+    (row,) = results["rows"]
+    assert row["what"].startswith("loader, synthetic") and row["workers"] == math.ceil(
+        3000 / row["images per CPU-s"]
+    )
+    assert (
+        len(results["provenance"]["git_commit"]) == 40
+        and "--per-worker" in results["provenance"]["overrides"]
+    )
