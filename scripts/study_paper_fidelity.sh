@@ -42,8 +42,9 @@ run() {  # run <record name> <analyze|fewshot> <overrides...>
   python "$repo/scripts/profile_variants.py" --image-size 224 --record "$records/variant_profile.json"
 run figure7_pretrained analyze "${pretrained[@]}" "images=$images" num_images=128
 run figure7_random analyze model=vit_ti16 "images=$images" num_images=128
+# its shifted-patch tokenizer sees 15 channels (the image and 4 shifted copies): no RGB filters to draw
 run figure7_small_data_v2 analyze "ckpt_path=$seeds_runs/small_data_v2_seed3/checkpoints/last.ckpt" \
-  "images=$images" num_images=128
+  "images=$images" num_images=128 "figures=[position_similarity,attention_distance]"
 run fewshot_pretrained fewshot "${pretrained[@]}" "root=$images"
 run fewshot_random fewshot model=vit_ti16 "root=$images"
 python "$repo/scripts/results_tables.py"

@@ -47,6 +47,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: pytest-xdist hands tests out in collection order, so the long ones start
+    early and the short ones fill the workers' gaps at the end, instead of one worker finishing a
+    long test alone while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within
+
+
 def write_image(path: Path, label: int, size: int, seed: int) -> None:
     """A JPEG whose colour depends on ``label`` (plus noise), so a model could learn the classes."""
     rng = np.random.default_rng(seed)

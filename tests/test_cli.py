@@ -155,6 +155,7 @@ def test_invalid_options_fail_before_any_data_loads_and_name_the_option(tmp_path
     )  # data never looked at
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "vitlab-train"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)

@@ -58,6 +58,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_space_folder_predicts_like_the_checkpoint_without_torch_or_vitlab(
     checkpoint, run_command, tmp_path
 ):

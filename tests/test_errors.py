@@ -147,6 +147,7 @@ def test_an_added_misspelled_key_fails_before_seeding_logging_or_data(tmp_path, 
     assert "did you mean trainer.max_epochs?" in message
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only output")
 def test_a_run_prints_no_known_harmless_noise_and_counts_its_flops(tmp_path):
     command = [

@@ -77,6 +77,7 @@ def _wandb_env() -> dict[str, str]:
     return env | {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
+@pytest.mark.slow
 def test_a_job_launched_by_another_wandb_program_resumes_its_run_in_a_service_of_its_own(tmp_path):
     # The requeued-SLURM-job failure: the submitting program's service still held the preempted
     # job's run id, and the requeued job, inheriting WANDB_SERVICE, was told "run ID ... is in use".
@@ -106,6 +107,7 @@ def test_a_job_launched_by_another_wandb_program_resumes_its_run_in_a_service_of
     assert [r for r in wandb_records(next(run_dir.glob("*.wandb"))) if r.HasField("history")]
 
 
+@pytest.mark.slow
 def test_a_run_whose_id_is_held_in_its_parents_service_starts_again_rather_than_fail(tmp_path):
     # A child shares its parent's service by design; if that service holds the id, the logger
     # starts a service of its own and the run goes on, never failing for W&B's sake.

@@ -264,6 +264,7 @@ def test_table1_script_trains_the_sweep_and_ends_with_its_summary(tmp_path):
         assert_png(sweep / name)
 
 
+@pytest.mark.slow
 def test_validation_accuracy_measured_on_the_test_split_is_not_shown_as_validation(
     compose_config, make_image_folder, tmp_path
 ):

@@ -21,9 +21,12 @@ from vitlab.train import continue_run, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL_CONFIGS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.name.startswith("_"))
+LARGE_MODELS = {"vit_l16", "vit_l32", "vit_h14", "r50_vit_b16", "r50_vit_l32"}  # seconds a step: slow tier
 
 
-@pytest.mark.parametrize("model", MODEL_CONFIGS)
+@pytest.mark.parametrize(
+    "model", [pytest.param(m, marks=pytest.mark.slow) if m in LARGE_MODELS else m for m in MODEL_CONFIGS]
+)
 def test_every_model_config_trains_for_one_step(compose_config, model):
     patch = resolve_variant(model)[1]  # the registry's, in pixels (a hybrid's: its ResNet stride)
     cfg = compose_config(
@@ -40,6 +43,7 @@ def test_every_model_config_trains_for_one_step(compose_config, model):
     assert results["params"] > 0
 
 
+@pytest.mark.slow
 def test_foodvision_scratch_experiment_runs_on_an_image_folder(compose_config, make_image_folder):
     root = make_image_folder(n_per_class=2, size=40)
     cfg = compose_config(
@@ -97,6 +101,7 @@ def test_foodvision_finetune_experiment_loads_local_torchvision_weights(
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
 
 
+@pytest.mark.slow
 def test_frozen_backbone_keeps_pretrained_weights_and_trains_the_head(compose_config, tmp_path):
     from vitlab.models import create_model
 
@@ -133,6 +138,7 @@ class CrashMidEpoch(L.Callback):
             raise SystemExit("simulated kill")
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_step_count(compose_config, tmp_path):
     uninterrupted = train(compose_config("trainer.max_epochs=3", "test=false"))
     runs = tmp_path / "logs" / "train" / "runs"
@@ -193,16 +199,23 @@ class StopAfterEpoch(L.Callback):
             None,
             [None, 3, 3, 3, 12],
         ),
-        (["callbacks.last_checkpoint.min_interval_s=0", "trainer.max_epochs=4"], None, [None, 3, 6, 9, 12]),
-        (
+        pytest.param(
+            ["callbacks.last_checkpoint.min_interval_s=0", "trainer.max_epochs=4"],
+            None,
+            [None, 3, 6, 9, 12],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
             ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4"],
             1,
             [None, 3, 6],
+            marks=pytest.mark.slow,
         ),  # early stop
-        (
+        pytest.param(
             ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4", "+trainer.max_steps=7"],
             None,
             [None, 3, 3, 7],
+            marks=pytest.mark.slow,
         ),
     ],
 )
@@ -226,7 +239,7 @@ class Snapshots(L.Callback):
         self.states[trainer.global_step] = {k: v.clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("task", ["classify", "mpp"])
+@pytest.mark.parametrize("task", ["classify", pytest.param("mpp", marks=pytest.mark.slow)])
 def test_a_nan_loss_stops_the_run_and_the_exception_checkpoint_holds_the_last_finite_state(
     compose_config, tmp_path, task
 ):
@@ -259,6 +272,7 @@ class PlateauedValidation(L.Callback):
         trainer.callback_metrics["val/acc"] = torch.tensor(0.5)
 
 
+@pytest.mark.slow
 def test_last_checkpoint_is_the_final_epoch_after_validation_stops_improving(compose_config, tmp_path):
     results = train(
         compose_config("trainer.max_epochs=3", "test_ckpt=best"), callbacks=[PlateauedValidation()]

@@ -141,7 +141,9 @@ def timm_hybrid_to_npz(model: nn.Module) -> dict[str, np.ndarray]:
     return arrays
 
 
-@pytest.mark.parametrize(("timm_name", "name", "image_size"), [PAIRS[0], PAIRS[2]])
+@pytest.mark.parametrize(
+    ("timm_name", "name", "image_size"), [PAIRS[0], pytest.param(*PAIRS[2], marks=pytest.mark.slow)]
+)
 def test_original_npz_layout_gives_the_logits_timm_reads_from_it(timm_name, name, image_size, tmp_path):
     source = tiny_timm_hybrid(timm_name, image_size)
     path = tmp_path / "R50+ViT-B_16.npz"

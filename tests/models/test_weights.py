@@ -282,6 +282,7 @@ def test_unreadable_or_pickled_object_files_are_refused_with_the_fix(tmp_path: P
         load_pretrained(tiny_vit(), garbage)
 
 
+@pytest.mark.slow
 def test_new_class_count_gives_zero_head_and_keeps_the_backbone(tmp_path: Path) -> None:
     reference = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False)).eval()
     path = save(reference.state_dict(), tmp_path / "vit_tiny_in1k.pth")

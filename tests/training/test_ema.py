@@ -22,6 +22,7 @@ class RecordWeights(L.Callback):
         self.tested = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_ema_weights_are_what_the_checkpoint_holds_and_the_test_uses(compose_config, tmp_path):
     record = RecordWeights()
     cfg = compose_config(
