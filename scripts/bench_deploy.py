@@ -34,7 +34,7 @@ from vitlab.deploy import require
 from vitlab.deploy.onnx import OnnxClassifier, export_onnx, metadata, quantize_dynamic
 from vitlab.export import accuracy, batched, labelled_images
 from vitlab.models.preprocessing import checkpoint_preprocessing
-from vitlab.provenance import Provenance, write_record
+from vitlab.provenance import Provenance, machine_roots, write_record
 from vitlab.tables import markdown_table
 
 COLUMNS = ["model", "runtime", "test acc", "size (MiB)", "batch 1 (s)", "preprocessing (s)"]
@@ -167,7 +167,7 @@ def main() -> None:
         results = {"rows": rows, "course": COURSE, "load_average": load, "threads": args.threads}
         results["provenance"] = provenance.record()
         roots = {f"<run {i}>": ckpt.resolve().parents[1] for i, ckpt in enumerate(args.ckpt)}
-        write_record(args.record, results, roots=roots)
+        write_record(args.record, results, roots={**machine_roots(), **roots})
         print(f"recorded {args.record}")
 
 

@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("record", type=Path, help="where the record goes: docs/runs/<study>/<name>.json")
+    parser.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="<NAME>=FOLDER",
+        help="one more folder to publish as a placeholder, e.g. '<seeds runs>=logs/studies/seeds'",
+    )
     args = parser.parse_args(argv)
     try:
         results, predictions = read_run(args.run_dir)
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if results["provenance"].get("git_dirty"):
         print(f"warning: {args.run_dir} ran with uncommitted changes; its record says so", file=sys.stderr)
     roots = usual_roots(args.run_dir, results["provenance"].get("argv", []))
+    roots |= dict(root.split("=", 1) for root in args.root)
     write_record(args.record, results, predictions, roots)
     print(f"recorded {args.run_dir} -> {args.record}")
     return 0

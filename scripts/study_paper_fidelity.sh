@@ -29,7 +29,7 @@ run() {  # run <record name> <analyze|fewshot> <overrides...>
     return
   fi
   [ -f "$runs/$name/results.json" ] || python -m "vitlab.$command" "$@" "hydra.run.dir=$runs/$name"
-  python "$repo/scripts/record_run.py" "$runs/$name" "$records/$name.json"
+  python "$repo/scripts/record_run.py" "$runs/$name" "$records/$name.json" --root "<seeds runs>=$seeds_runs"
   if [ "$command" = analyze ]; then  # the pictures the page shows, named by the record they belong to
     mkdir -p "$repo/docs/results/figure7"
     for picture in "$runs/$name"/*.png; do

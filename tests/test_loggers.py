@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_cli import wandb_records
 
 from vitlab.train import train

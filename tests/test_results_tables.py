@@ -94,3 +94,17 @@ def test_a_record_is_made_only_from_a_finished_run_with_provenance(tmp_path, cap
     (run / "results.json").write_text(json.dumps({"metrics": {"test/acc": 1.0}}))
     assert record_run.main([str(run), str(record)]) == 1
     assert "has no provenance" in capsys.readouterr().err and not record.exists()
+
+
+def test_a_record_publishes_each_named_folder_as_its_placeholder(tmp_path):
+    record_run = load_script("record_run")
+    run, record, other = tmp_path / "runs" / "run", tmp_path / "r.json", tmp_path / "seeds"
+    run.mkdir(parents=True)
+    provenance = {"git_commit": "0" * 40, "argv": ["analyze.py", f"ckpt_path={other}/a/last.ckpt"]}
+    (run / "results.json").write_text(
+        json.dumps({"ckpt_path": f"{other}/a/last.ckpt", "provenance": provenance})
+    )
+    assert record_run.main([str(run), str(record), "--root", f"<seeds runs>={other}"]) == 0
+    results = json.loads(record.read_text())["results"]
+    assert results["ckpt_path"] == "<seeds runs>/a/last.ckpt"
+    assert results["provenance"]["argv"][1] == "ckpt_path=<seeds runs>/a/last.ckpt"

@@ -164,22 +164,29 @@ def write_record(
 ) -> None:
     """Write a run record (``docs/runs/<study>/<name>.json``, read by scripts/results_tables.py):
     ``results`` with its provenance, plus per-image test predictions where there are some, with the
-    folders in ``roots`` written as placeholders (``publishable``)."""
-    record = publishable({"results": results, "test_predictions": test_predictions}, roots or {})
+    folders in ``roots`` (default: ``machine_roots``) written as placeholders (``publishable``)."""
+    roots = machine_roots() if roots is None else roots
+    record = publishable({"results": results, "test_predictions": test_predictions}, roots)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def usual_roots(run_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
-    """The folders a record of a run in ``run_dir`` names: the runs folder holding it, the checkout
-    whose ``train.py`` ran (or that holds this package: ``vitlab-<command>`` and ``python -m`` name
-    files in it), and ``$VITLAB_DATA_DIR``."""
-    roots = {"<runs>": run_dir.resolve().parent}
+def machine_roots() -> dict[str, Path]:
+    """The machine-specific folders any record may name: the checkout that holds this package
+    (``vitlab-<command>``, ``python -m`` and the scripts name files in it) and ``$VITLAB_DATA_DIR``."""
+    roots = {}
     checkout = Path(__file__).resolve().parents[2]  # src/vitlab/provenance.py in a checkout
-    if argv and Path(argv[0]).name == "train.py":
-        roots["<repo>"] = Path(argv[0]).resolve().parent
-    elif (checkout / "pyproject.toml").is_file():
+    if (checkout / "pyproject.toml").is_file():
         roots["<repo>"] = checkout
     if os.environ.get("VITLAB_DATA_DIR"):
         roots["<data>"] = Path(os.environ["VITLAB_DATA_DIR"])
+    return roots
+
+
+def usual_roots(run_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
+    """The folders a record of a run in ``run_dir`` names: the runs folder holding it, the checkout
+    whose ``train.py`` ran (else the one holding this package), and ``$VITLAB_DATA_DIR``."""
+    roots = {"<runs>": run_dir.resolve().parent, **machine_roots()}
+    if argv and Path(argv[0]).name == "train.py":
+        roots["<repo>"] = Path(argv[0]).resolve().parent
     return roots

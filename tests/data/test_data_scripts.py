@@ -78,7 +78,7 @@ def test_make_foodvision_rejects_unknown_classes_and_existing_output(food101, tm
     assert re.search(r"no Food-101 at .*train.json, test.json in .*food-101/meta", capsys.readouterr().err)
 
 
-def test_bench_data_prints_loader_and_model_rates(tmp_path, capsys):
+def test_bench_data_prints_loader_and_model_rates(tmp_path, capsys, monkeypatch):
     bench = script_main("bench_data.py")
     args = [
         "--data-root",
@@ -98,8 +98,10 @@ def test_bench_data_prints_loader_and_model_rates(tmp_path, capsys):
     assert all(float(rate.replace(",", "")) > 0 for _, rate in rates)
 
     record = tmp_path / "runs" / "bench.json"
+    monkeypatch.setenv("VITLAB_DATA_DIR", str(tmp_path))  # a published record names no machine's folders
     bench([*args, "--per-worker", "3000", "--record", str(record)])
     results = json.loads(record.read_text())["results"]
+    assert results["setting"].startswith("data: synthetic images (no image folder at <data>/none)")
     assert results["columns"] == ["what", "images per CPU-s", "workers"]
     (row,) = results["rows"]
     assert row["what"].startswith("loader, synthetic") and row["workers"] == math.ceil(
