@@ -12,9 +12,11 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${1:-logs/studies/data_pipeline}"
-images="${VITLAB_DATA_DIR:-data}/pizza_steak_sushi"
+images="$(cd "${VITLAB_DATA_DIR:-data}" && pwd)/pizza_steak_sushi"
 records="$repo/docs/runs/data_pipeline"
-shards="$runs/streaming_shards"
+shards=streaming_shards  # in the runs folder, named relative to it: the records name no machine's folders
+mkdir -p "$runs"
+cd "$runs"
 
 [ -d "$shards" ] || python "$repo/scripts/convert_streaming.py" --images "$images" --out "$shards" --num-workers 2
 python "$repo/scripts/bench_data.py" --data-root "$images" --streaming-dir "$shards" --train-transform basic \

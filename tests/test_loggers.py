@@ -28,6 +28,7 @@ def referenced_files(run_file: Path) -> dict[str, Path]:
     return found
 
 
+@pytest.mark.slow
 def test_an_offline_wandb_run_folder_holds_every_media_file_it_points_to(
     compose_config, tmp_path, monkeypatch
 ):

@@ -40,6 +40,7 @@ def test_a_batch_that_cannot_reach_the_global_batch_is_named(compose_config):
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_paper_pretrain_runs_small_with_accumulated_steps(compose_config):
     cfg = compose_config(*SMALL_PRETRAIN, "model=vit_ti16", "test=false")  # 48 images, batches of 16
     results = train(cfg)
@@ -83,6 +84,7 @@ def test_paper_finetune_is_table_4_on_the_transfer_base(compose_config):
     assert "_transfer_base" in (ROOT / "conf/experiment/paper_finetune.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_paper_finetune_replaces_the_head_by_a_zero_initialised_one(
     compose_config, make_image_folder, timm_weights
 ):

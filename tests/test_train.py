@@ -190,6 +190,7 @@ class StopAfterEpoch(L.Callback):
             trainer.should_stop = True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "stop_after", "expected"),
     [
@@ -199,23 +200,16 @@ class StopAfterEpoch(L.Callback):
             None,
             [None, 3, 3, 3, 12],
         ),
-        pytest.param(
-            ["callbacks.last_checkpoint.min_interval_s=0", "trainer.max_epochs=4"],
-            None,
-            [None, 3, 6, 9, 12],
-            marks=pytest.mark.slow,
-        ),
-        pytest.param(
+        (["callbacks.last_checkpoint.min_interval_s=0", "trainer.max_epochs=4"], None, [None, 3, 6, 9, 12]),
+        (
             ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4"],
             1,
             [None, 3, 6],
-            marks=pytest.mark.slow,
         ),  # early stop
-        pytest.param(
+        (
             ["callbacks.last_checkpoint.min_interval_s=3600", "trainer.max_epochs=4", "+trainer.max_steps=7"],
             None,
             [None, 3, 3, 7],
-            marks=pytest.mark.slow,
         ),
     ],
 )

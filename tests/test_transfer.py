@@ -116,6 +116,7 @@ class CaptureModule(L.Callback):
         self.module, self.datamodule = module, trainer.datamodule
 
 
+@pytest.mark.slow
 def test_preprocessing_options_reach_the_datamodule_the_checkpoint_and_eval_as_one_object(
     compose_config, timm_file, tmp_path, monkeypatch
 ):

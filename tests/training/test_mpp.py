@@ -59,6 +59,7 @@ def test_targets_undo_the_data_normalisation():
     assert torch.equal(module.targets((pixels - 0.5) / 0.25), colour_classes(pixels, 8))
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_its_own_loss_on_synthetic_images():
     from vitlab.data.synthetic import SyntheticImages
 
