@@ -30,11 +30,39 @@ def test_the_code_version_is_this_checkouts_commit_and_whether_it_has_changes():
     assert version["git_commit"] == head.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{40}", version["git_commit"])
     status = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)docs",
+        ],
         capture_output=True,
         text=True,
     )
     assert version["git_dirty"] is bool(status.stdout.strip())
+
+
+def test_a_changed_record_or_doc_is_not_a_code_change_but_a_changed_source_file_is(tmp_path, monkeypatch):
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "src" / "vitlab").mkdir(parents=True)
+    (tmp_path / "docs" / "runs").mkdir(parents=True)
+    (tmp_path / "src" / "vitlab" / "train.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "runs" / "a.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", (tmp_path / "src" / "vitlab").resolve())
+    (tmp_path / "docs" / "runs" / "a.json").write_text('{"rewritten": true}\n')
+    assert provenance.code_version()["git_dirty"] is False
+    (tmp_path / "src" / "vitlab" / "train.py").write_text("x = 2\n")
+    assert provenance.code_version()["git_dirty"] is True
 
 
 def test_outside_a_checkout_the_package_version_is_recorded(tmp_path, monkeypatch):

@@ -44,11 +44,12 @@ def _git(*args: str) -> str | None:
 
 def code_version() -> dict[str, Any]:
     """``git_commit`` (40 hex) and ``git_dirty`` of the vitlab source that runs; for an installed
-    wheel (no checkout holding this package) the package version instead."""
+    wheel (no checkout holding this package) the package version instead. Changes under ``docs/``
+    are not the code's: a study that rewrites its own records there stays clean for its next run."""
     top = _git("rev-parse", "--show-toplevel")
     if top is not None and (Path(top) / "src" / "vitlab").resolve() == PACKAGE_DIR:
         commit = _git("rev-parse", "HEAD")
-        status = _git("status", "--porcelain", "--untracked-files=no")
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)docs")
         if commit is not None and status is not None:
             return {"git_commit": commit, "git_dirty": bool(status)}
     return {"package_version": importlib.metadata.version("vitlab")}
