@@ -358,12 +358,7 @@ def recorded_table(study: str, name: str) -> Callable[[list[Record]], str]:
 
 def attention_distance_table(records: list[Record]) -> str:
     """Per layer, the smallest, mean and largest of the heads' mean attention distances (pixels)."""
-    found = {r.name: r for r in records if r.name in FIGURE7_MODELS}
-    missing = [name for name in FIGURE7_MODELS if name not in found]
-    if missing:
-        raise ValueError(
-            f"no record docs/runs/paper_fidelity/{missing[0]}.json: {PAPER_FIDELITY_COMMAND} makes it"
-        )
+    found = {name: named(records, name, "paper_fidelity") for name in FIGURE7_MODELS}
     distances = {name: r.results["mean_attention_distance"] for name, r in found.items()}
     depth = max(len(layers) for layers in distances.values())
     rows = []
